@@ -1,0 +1,109 @@
+//! Lamina's state: metadata behind the [`MetadataStore`] trait (SQLite now, PostgreSQL in cluster
+//! mode) and code packages in the content-addressed [`CodeStore`].
+//!
+//! Architecture invariant: SQL lives here and nowhere else, and this crate knows nothing of HTTP
+//! or sandboxes. Every write to a function goes through one optimistic [`MetadataStore::commit`]
+//! guarded by the function's generation, so a backend needs exactly one transactional primitive.
+#![forbid(unsafe_code)]
+
+pub mod archive;
+pub mod code;
+pub mod sqlite;
+#[cfg(test)]
+mod conformance;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use lamina_core::function::{Alias, Function, Version};
+use lamina_core::policy::Policy;
+
+pub use code::CodeStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The function's generation moved since it was read; read again and retry.
+    #[error("the function was changed concurrently")]
+    Conflict,
+    /// A create found the function already there.
+    #[error("the function exists already")]
+    AlreadyExists,
+    #[error("metadata store failure: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a commit requires of the function's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The function must not exist (a create).
+    Absent,
+    /// The function must be at this generation (every other write).
+    Generation(u64),
+}
+
+/// One write inside a commit.
+#[derive(Debug, Clone)]
+pub enum Change {
+    PutFunction(Function),
+    PutVersion(Version),
+    DeleteVersion(String),
+    PutAlias(Alias),
+    DeleteAlias(String),
+    /// The policy of a qualifier; `""` is the unqualified function.
+    PutPolicy(String, Policy),
+    DeletePolicy(String),
+    /// Removes the function with all its versions, aliases and policies.
+    DeleteFunction,
+}
+
+/// Account-wide figures for GetAccountSettings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub function_count: u64,
+    /// Code size summed over every version, as Lambda counts storage.
+    pub total_code_size: u64,
+    pub reserved_concurrency: u64,
+}
+
+/// Where a page of versions across all functions starts: after this function and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionCursor {
+    pub function: String,
+    /// 0 for `$LATEST`, else the version number.
+    pub seq: u64,
+}
+
+/// The metadata of every function. Reads see committed state; writes are all-or-nothing.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// The function and its generation.
+    async fn function(&self, name: &str) -> Result<Option<(Function, u64)>>;
+    async fn version(&self, function: &str, version: &str) -> Result<Option<Version>>;
+    /// Every version of a function, `$LATEST` first, then by number.
+    async fn versions(&self, function: &str) -> Result<Vec<Version>>;
+    /// Versions of all functions ordered by function name then version, after `cursor`.
+    async fn versions_page(
+        &self,
+        after: Option<&VersionCursor>,
+        latest_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Version>>;
+    async fn alias(&self, function: &str, name: &str) -> Result<Option<Alias>>;
+    /// A function's aliases ordered by name.
+    async fn aliases(&self, function: &str) -> Result<Vec<Alias>>;
+    async fn policy(&self, function: &str, qualifier: &str) -> Result<Option<Policy>>;
+    /// Applies `changes` atomically if the function is as `expect` says, and advances its
+    /// generation. Durable when it returns `Ok`.
+    async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()>;
+    async fn usage(&self) -> Result<Usage>;
+    /// The code blobs (hex SHA-256) any version references.
+    async fn code_in_use(&self) -> Result<BTreeSet<String>>;
+}
+
+/// `$LATEST` sorts first; published versions by number.
+pub fn version_seq(version: &str) -> u64 {
+    version.parse().unwrap_or(0)
+}
