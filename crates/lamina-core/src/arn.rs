@@ -15,7 +15,10 @@ pub struct Account {
 
 impl Account {
     pub fn function_arn(&self, name: &str) -> String {
-        format!("arn:aws:lambda:{}:{}:function:{name}", self.region, self.account_id)
+        format!(
+            "arn:aws:lambda:{}:{}:function:{name}",
+            self.region, self.account_id
+        )
     }
 
     pub fn qualified_arn(&self, name: &str, qualifier: &str) -> String {
@@ -46,11 +49,16 @@ impl FunctionRef {
             {
                 (*name, None, Some(*owner))
             }
-            ["arn", partition, "lambda", _region, owner, "function", name, qualifier]
-                if partition.starts_with("aws") =>
-            {
-                (*name, Some(*qualifier), Some(*owner))
-            }
+            [
+                "arn",
+                partition,
+                "lambda",
+                _region,
+                owner,
+                "function",
+                name,
+                qualifier,
+            ] if partition.starts_with("aws") => (*name, Some(*qualifier), Some(*owner)),
             _ => return Err(bad_function_name(input)),
         };
         if !is_function_name(name) {
@@ -69,7 +77,10 @@ impl FunctionRef {
                 )));
             }
         }
-        Ok(Self { name: name.to_owned(), qualifier: qualifier.map(str::to_owned) })
+        Ok(Self {
+            name: name.to_owned(),
+            qualifier: qualifier.map(str::to_owned),
+        })
     }
 
     /// Parses the path's function name and merges the `Qualifier` query parameter into it;
@@ -117,14 +128,18 @@ impl FunctionRef {
 /// `[a-zA-Z0-9-_]{1,64}`: the name part of every function identifier.
 pub fn is_function_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `$LATEST`, a version number or an alias name.
 pub fn is_qualifier(qualifier: &str) -> bool {
     qualifier == LATEST
         || ((1..=128).contains(&qualifier.len())
-            && qualifier.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            && qualifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
 fn bad_function_name(input: &str) -> Error {
@@ -142,7 +157,10 @@ mod tests {
     use crate::ErrorKind;
 
     fn account() -> Account {
-        Account { region: "us-east-1".into(), account_id: "000000000000".into() }
+        Account {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        }
     }
 
     fn parse(input: &str) -> Result<(String, Option<String>)> {
@@ -157,8 +175,14 @@ mod tests {
             ("fn:$LATEST", ("fn", Some("$LATEST"))),
             ("000000000000:function:fn", ("fn", None)),
             ("000000000000:function:fn:3", ("fn", Some("3"))),
-            ("arn:aws:lambda:us-east-1:000000000000:function:fn", ("fn", None)),
-            ("arn:aws:lambda:eu-west-1:000000000000:function:fn:live", ("fn", Some("live"))),
+            (
+                "arn:aws:lambda:us-east-1:000000000000:function:fn",
+                ("fn", None),
+            ),
+            (
+                "arn:aws:lambda:eu-west-1:000000000000:function:fn:live",
+                ("fn", Some("live")),
+            ),
         ];
         for (input, (name, qualifier)) in cases {
             assert_eq!(
@@ -171,8 +195,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed_names() {
-        for input in ["", "a b", "fn:", "arn:aws:s3:::bucket", "a:b:c", &"x".repeat(65)] {
-            assert_eq!(parse(input).unwrap_err().kind, ErrorKind::Validation, "{input:?}");
+        for input in [
+            "",
+            "a b",
+            "fn:",
+            "arn:aws:s3:::bucket",
+            "a:b:c",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                parse(input).unwrap_err().kind,
+                ErrorKind::Validation,
+                "{input:?}"
+            );
         }
     }
 

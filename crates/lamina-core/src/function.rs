@@ -185,7 +185,7 @@ impl Runtimes {
 }
 
 /// Configuration members shared by CreateFunction and UpdateFunctionConfiguration.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ConfigChanges {
     pub role: Option<String>,
@@ -204,31 +204,31 @@ pub struct ConfigChanges {
     pub logging_config: Option<LoggingInput>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EnvironmentInput {
     pub variables: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DeadLetterInput {
     pub target_arn: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TracingInput {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EphemeralStorageInput {
     pub size: i64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct LoggingInput {
     pub log_format: Option<String>,
@@ -238,7 +238,7 @@ pub struct LoggingInput {
 }
 
 /// The code members of CreateFunction (`Code`) and UpdateFunctionCode (top level).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CodeInput {
     /// Base64, as the JSON protocol carries blobs.
@@ -276,7 +276,7 @@ impl CodeInput {
 }
 
 /// The CreateFunction request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateFunction {
     pub function_name: String,
@@ -355,7 +355,7 @@ impl CreateFunction {
 }
 
 /// The UpdateFunctionConfiguration request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateFunctionConfiguration {
     pub revision_id: Option<String>,
@@ -364,7 +364,7 @@ pub struct UpdateFunctionConfiguration {
 }
 
 /// The UpdateFunctionCode request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateFunctionCode {
     #[serde(flatten)]
@@ -378,7 +378,7 @@ pub struct UpdateFunctionCode {
 }
 
 /// The PublishVersion request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PublishVersion {
     pub code_sha256: Option<String>,
@@ -397,14 +397,14 @@ pub struct Alias {
     pub revision_id: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RoutingInput {
     pub additional_version_weights: Option<BTreeMap<String, f64>>,
 }
 
 /// The CreateAlias request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateAlias {
     pub name: String,
@@ -414,7 +414,7 @@ pub struct CreateAlias {
 }
 
 /// The UpdateAlias request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateAlias {
     pub function_version: Option<String>,
@@ -456,7 +456,8 @@ impl Alias {
 
     /// Every version this alias can route to.
     pub fn versions(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.function_version.as_str()).chain(self.routing.keys().map(String::as_str))
+        std::iter::once(self.function_version.as_str())
+            .chain(self.routing.keys().map(String::as_str))
     }
 }
 
@@ -475,6 +476,9 @@ mod tests {
             size: 0,
             unzipped_size: 0,
         };
-        assert_eq!(code.code_sha256(), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+        assert_eq!(
+            code.code_sha256(),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
     }
 }

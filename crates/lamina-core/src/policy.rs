@@ -52,7 +52,11 @@ impl Policy {
                 )));
             }
         }
-        if self.statements.iter().any(|s| s["Sid"] == request.statement_id.as_str()) {
+        if self
+            .statements
+            .iter()
+            .any(|s| s["Sid"] == request.statement_id.as_str())
+        {
             return Err(Error::conflict(format!(
                 "The statement id ({}) provided already exists. Please provide a new statement \
                  id, or remove the existing statement.",
@@ -149,10 +153,17 @@ mod tests {
     #[test]
     fn builds_statements_as_lambda_does() {
         let mut policy = Policy::default();
-        let s = policy.add(&request("s3", "s3.amazonaws.com"), "arn:fn").unwrap();
+        let s = policy
+            .add(&request("s3", "s3.amazonaws.com"), "arn:fn")
+            .unwrap();
         assert_eq!(s["Principal"], json!({"Service": "s3.amazonaws.com"}));
-        assert_eq!(s["Condition"]["ArnLike"]["AWS:SourceArn"], "arn:aws:s3:::bucket");
-        let s = policy.add(&request("acct", "123456789012"), "arn:fn").unwrap();
+        assert_eq!(
+            s["Condition"]["ArnLike"]["AWS:SourceArn"],
+            "arn:aws:s3:::bucket"
+        );
+        let s = policy
+            .add(&request("acct", "123456789012"), "arn:fn")
+            .unwrap();
         assert_eq!(s["Principal"]["AWS"], "arn:aws:iam::123456789012:root");
         let doc: Value = serde_json::from_str(&policy.document()).unwrap();
         assert_eq!(doc["Statement"].as_array().unwrap().len(), 2);
@@ -164,7 +175,10 @@ mod tests {
         policy.add(&request("a", "*"), "arn:fn").unwrap();
         let dup = policy.add(&request("a", "*"), "arn:fn").unwrap_err();
         assert_eq!(dup.kind, ErrorKind::ResourceConflict);
-        assert_eq!(policy.remove("b").unwrap_err().kind, ErrorKind::ResourceNotFound);
+        assert_eq!(
+            policy.remove("b").unwrap_err().kind,
+            ErrorKind::ResourceNotFound
+        );
         policy.remove("a").unwrap();
         assert!(policy.statements.is_empty());
     }

@@ -21,14 +21,58 @@ pub const MAX_TAGS: usize = 50;
 
 /// Every runtime identifier of the API model; anything else is a validation error.
 pub const LAMBDA_RUNTIMES: &[&str] = &[
-    "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x",
-    "nodejs16.x", "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "nodejs26.x", "java8",
-    "java8.al2", "java11", "java17", "java21", "java25", "java8.al2023", "java11.al2023",
-    "java17.al2023", "python2.7", "python3.6", "python3.7", "python3.8", "python3.9",
-    "python3.10", "python3.11", "python3.12", "python3.13", "python3.14", "python3.15",
-    "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "dotnetcore3.1", "dotnet6", "dotnet8",
-    "dotnet10", "nodejs4.3-edge", "go1.x", "ruby2.5", "ruby2.7", "ruby3.2", "ruby3.3", "ruby3.4",
-    "ruby4.0", "provided", "provided.al2", "provided.al2023", "custom",
+    "nodejs",
+    "nodejs4.3",
+    "nodejs6.10",
+    "nodejs8.10",
+    "nodejs10.x",
+    "nodejs12.x",
+    "nodejs14.x",
+    "nodejs16.x",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "nodejs26.x",
+    "java8",
+    "java8.al2",
+    "java11",
+    "java17",
+    "java21",
+    "java25",
+    "java8.al2023",
+    "java11.al2023",
+    "java17.al2023",
+    "python2.7",
+    "python3.6",
+    "python3.7",
+    "python3.8",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "python3.15",
+    "dotnetcore1.0",
+    "dotnetcore2.0",
+    "dotnetcore2.1",
+    "dotnetcore3.1",
+    "dotnet6",
+    "dotnet8",
+    "dotnet10",
+    "nodejs4.3-edge",
+    "go1.x",
+    "ruby2.5",
+    "ruby2.7",
+    "ruby3.2",
+    "ruby3.3",
+    "ruby3.4",
+    "ruby4.0",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+    "custom",
 ];
 
 /// Keys the platform sets itself; a function may not override them.
@@ -55,12 +99,19 @@ pub const RESERVED_ENVIRONMENT_KEYS: &[&str] = &[
 
 macro_rules! pattern {
     ($name:ident, $re:literal) => {
-        static $name: LazyLock<(Regex, &'static str)> =
-            LazyLock::new(|| (Regex::new(concat!("^(?:", $re, ")$")).expect("valid pattern"), $re));
+        static $name: LazyLock<(Regex, &'static str)> = LazyLock::new(|| {
+            (
+                Regex::new(concat!("^(?:", $re, ")$")).expect("valid pattern"),
+                $re,
+            )
+        });
     };
 }
 
-pattern!(ROLE, r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+");
+pattern!(
+    ROLE,
+    r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
+);
 pattern!(HANDLER, r"[^\s]+");
 pattern!(ENV_KEY, r"[a-zA-Z]([a-zA-Z0-9_])+");
 pattern!(ALIAS, r"[a-zA-Z0-9-_]+");
@@ -131,7 +182,10 @@ fn ranged(member: &str, value: i64, model: (i64, i64), product_max: i64) -> Resu
 
 fn lower_first(member: &str) -> String {
     let mut chars = member.chars();
-    chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 pub fn memory_size(value: i64) -> Result<u32> {
@@ -143,7 +197,12 @@ pub fn timeout(value: i64) -> Result<u32> {
 }
 
 pub fn ephemeral_storage(value: i64) -> Result<u32> {
-    ranged("EphemeralStorage.Size", value, (512, 32_768), MAX_EPHEMERAL_STORAGE)
+    ranged(
+        "EphemeralStorage.Size",
+        value,
+        (512, 32_768),
+        MAX_EPHEMERAL_STORAGE,
+    )
 }
 
 /// One architecture, `x86_64` unless given.
@@ -167,9 +226,7 @@ pub fn tags(tags: &BTreeMap<String, String>) -> Result<()> {
             "The number of tags exceeds the limit of {MAX_TAGS}."
         )));
     }
-    let tag_char = |c: char| {
-        c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c)
-    };
+    let tag_char = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
     for (key, value) in tags {
         if key.is_empty() || key.chars().count() > 128 || !key.chars().all(tag_char) {
             return Err(Error::validation(format!(
@@ -245,7 +302,11 @@ pub fn version(v: &Version, runtimes: &Runtimes) -> Result<()> {
     if let Some(variables) = &v.environment {
         environment(variables)?;
     }
-    one_of("tracingConfig.mode", &v.tracing_mode, &["Active", "PassThrough"])?;
+    one_of(
+        "tracingConfig.mode",
+        &v.tracing_mode,
+        &["Active", "PassThrough"],
+    )?;
     if let Some(target) = &v.dead_letter_target {
         matches(&RESOURCE_ARN, "deadLetterConfig.targetArn", target)?;
     }
@@ -261,7 +322,11 @@ pub fn version(v: &Version, runtimes: &Runtimes) -> Result<()> {
         matches(&LAYER_ARN, "layers", layer)?;
     }
     let logging = &v.logging;
-    one_of("loggingConfig.logFormat", &logging.log_format, &["JSON", "Text"])?;
+    one_of(
+        "loggingConfig.logFormat",
+        &logging.log_format,
+        &["JSON", "Text"],
+    )?;
     if let Some(level) = &logging.application_log_level {
         one_of(
             "loggingConfig.applicationLogLevel",
@@ -270,7 +335,11 @@ pub fn version(v: &Version, runtimes: &Runtimes) -> Result<()> {
         )?;
     }
     if let Some(level) = &logging.system_log_level {
-        one_of("loggingConfig.systemLogLevel", level, &["DEBUG", "INFO", "WARN"])?;
+        one_of(
+            "loggingConfig.systemLogLevel",
+            level,
+            &["DEBUG", "INFO", "WARN"],
+        )?;
     }
     if logging.log_format == "Text"
         && (logging.application_log_level.is_some() || logging.system_log_level.is_some())
@@ -370,7 +439,10 @@ mod tests {
         assert_eq!(kind(timeout(0)), ErrorKind::Validation);
         assert_eq!(kind(timeout(901)), ErrorKind::InvalidParameterValue);
         assert_eq!(kind(ephemeral_storage(511)), ErrorKind::Validation);
-        assert_eq!(kind(ephemeral_storage(10_241)), ErrorKind::InvalidParameterValue);
+        assert_eq!(
+            kind(ephemeral_storage(10_241)),
+            ErrorKind::InvalidParameterValue
+        );
     }
 
     #[test]
@@ -386,13 +458,25 @@ mod tests {
     #[test]
     fn environment_rules() {
         let env = |pairs: &[(&str, &str)]| {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
         };
         assert!(environment(&env(&[("STAGE", "prod"), ("a1_b", "")])).is_ok());
-        assert_eq!(kind(environment(&env(&[("1BAD", "x")]))), ErrorKind::Validation);
-        assert_eq!(kind(environment(&env(&[("AWS_REGION", "x")]))), ErrorKind::InvalidParameterValue);
+        assert_eq!(
+            kind(environment(&env(&[("1BAD", "x")]))),
+            ErrorKind::Validation
+        );
+        assert_eq!(
+            kind(environment(&env(&[("AWS_REGION", "x")]))),
+            ErrorKind::InvalidParameterValue
+        );
         let big = "x".repeat(4_100);
-        assert_eq!(kind(environment(&env(&[("BIG", &big)]))), ErrorKind::InvalidParameterValue);
+        assert_eq!(
+            kind(environment(&env(&[("BIG", &big)]))),
+            ErrorKind::InvalidParameterValue
+        );
     }
 
     #[test]
@@ -400,7 +484,10 @@ mod tests {
         let available = Runtimes(["python3.11".to_owned()].into());
         assert!(runtime("python3.11", &available).is_ok());
         assert_eq!(kind(runtime("cobol", &available)), ErrorKind::Validation);
-        assert_eq!(kind(runtime("ruby3.3", &available)), ErrorKind::InvalidParameterValue);
+        assert_eq!(
+            kind(runtime("ruby3.3", &available)),
+            ErrorKind::InvalidParameterValue
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ fn unpack_into(zip: &[u8], dest: &Path, max_unzipped: u64) -> Result<u64, Error>
         let mut entry = archive.by_index(index).map_err(|_| unzip_error())?;
         let name = entry.name().map_err(|_| unzip_error())?.into_owned();
         let Some(relative) = entry.enclosed_name() else {
-            return Err(refused(format_args!("entry '{name}' escapes the package root")));
+            return Err(refused(format_args!(
+                "entry '{name}' escapes the package root"
+            )));
         };
         if relative.as_os_str().is_empty() {
             continue;
@@ -73,9 +75,8 @@ fn unpack_into(zip: &[u8], dest: &Path, max_unzipped: u64) -> Result<u64, Error>
         if entry.is_symlink() {
             let mut link = String::new();
             entry.read_to_string(&mut link).map_err(|_| unzip_error())?;
-            check_symlink_target(&relative, &link).map_err(|reason| {
-                refused(format_args!("symlink '{name}' -> '{link}' {reason}"))
-            })?;
+            check_symlink_target(&relative, &link)
+                .map_err(|reason| refused(format_args!("symlink '{name}' -> '{link}' {reason}")))?;
             std::os::unix::fs::symlink(&link, &target).map_err(|err| match err.kind() {
                 io::ErrorKind::AlreadyExists => refused(format_args!("'{name}' appears twice")),
                 _ => io_error(err),
@@ -158,7 +159,11 @@ fn check_symlink_target(location: &Path, target: &str) -> Result<(), &'static st
     }
     let mut depth: Vec<PathBuf> = location
         .parent()
-        .map(|p| p.components().map(|c| PathBuf::from(c.as_os_str())).collect())
+        .map(|p| {
+            p.components()
+                .map(|c| PathBuf::from(c.as_os_str()))
+                .collect()
+        })
         .unwrap_or_default();
     for component in target.components() {
         match component {

@@ -20,7 +20,9 @@ pub struct CodeStore {
 impl CodeStore {
     pub fn open(root: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(root)?;
-        Ok(Self { root: root.to_owned() })
+        Ok(Self {
+            root: root.to_owned(),
+        })
     }
 
     fn zip_path(&self, sha256: &str) -> PathBuf {
@@ -48,14 +50,20 @@ impl CodeStore {
             file.write_all(zip).map_err(io)?;
             file.sync_all().map_err(io)?;
             fs::rename(&temp, &zip_path).map_err(io)?;
-            fs::File::open(&self.root).and_then(|dir| dir.sync_all()).map_err(io)?;
+            fs::File::open(&self.root)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io)?;
         }
         if unpacked.exists() {
             fs::remove_dir_all(&staging).map_err(io)?;
         } else {
             fs::rename(&staging, &unpacked).map_err(io)?;
         }
-        Ok(CodeRef { sha256, size: zip.len() as u64, unzipped_size })
+        Ok(CodeRef {
+            sha256,
+            size: zip.len() as u64,
+            unzipped_size,
+        })
     }
 
     /// The zip as uploaded.
@@ -90,7 +98,11 @@ impl CodeStore {
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,12 @@ use lamina_core::policy::Policy;
 use crate::{Change, Expect, MetadataStore, StoreError, VersionCursor};
 
 fn function(name: &str) -> Function {
-    Function { name: name.into(), tags: Default::default(), reserved_concurrency: None, last_published: 0 }
+    Function {
+        name: name.into(),
+        tags: Default::default(),
+        reserved_concurrency: None,
+        last_published: 0,
+    }
 }
 
 fn version(function: &str, version: &str, sha: &str) -> Version {
@@ -32,7 +37,11 @@ fn version(function: &str, version: &str, sha: &str) -> Version {
             system_log_level: None,
             log_group: format!("/aws/lambda/{function}"),
         },
-        code: CodeRef { sha256: sha.into(), size: 100, unzipped_size: 200 },
+        code: CodeRef {
+            sha256: sha.into(),
+            size: 100,
+            unzipped_size: 200,
+        },
         last_modified: "2024-01-01T00:00:00.000+0000".into(),
         revision_id: "r".into(),
     }
@@ -43,7 +52,10 @@ async fn create(store: &dyn MetadataStore, name: &str) {
         .commit(
             name,
             Expect::Absent,
-            vec![Change::PutFunction(function(name)), Change::PutVersion(version(name, "$LATEST", "aa"))],
+            vec![
+                Change::PutFunction(function(name)),
+                Change::PutVersion(version(name, "$LATEST", "aa")),
+            ],
         )
         .await
         .unwrap();
@@ -53,7 +65,13 @@ pub async fn suite(store: &dyn MetadataStore) {
     create(store, "b").await;
     create(store, "a").await;
     assert!(matches!(
-        store.commit("a", Expect::Absent, vec![Change::PutFunction(function("a"))]).await,
+        store
+            .commit(
+                "a",
+                Expect::Absent,
+                vec![Change::PutFunction(function("a"))]
+            )
+            .await,
         Err(StoreError::AlreadyExists)
     ));
 
@@ -65,12 +83,17 @@ pub async fn suite(store: &dyn MetadataStore) {
         .commit(
             "a",
             Expect::Generation(generation),
-            vec![Change::PutFunction(record.clone()), Change::PutVersion(version("a", "1", "bb"))],
+            vec![
+                Change::PutFunction(record.clone()),
+                Change::PutVersion(version("a", "1", "bb")),
+            ],
         )
         .await
         .unwrap();
     assert!(matches!(
-        store.commit("a", Expect::Generation(generation), vec![]).await,
+        store
+            .commit("a", Expect::Generation(generation), vec![])
+            .await,
         Err(StoreError::Conflict)
     ));
     assert!(matches!(
@@ -81,18 +104,32 @@ pub async fn suite(store: &dyn MetadataStore) {
     assert_eq!((stored, next), (record, generation + 1));
 
     // Versions: $LATEST first, then by number; lookups by name.
-    let versions: Vec<String> =
-        store.versions("a").await.unwrap().into_iter().map(|v| v.version).collect();
+    let versions: Vec<String> = store
+        .versions("a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
     assert_eq!(versions, ["$LATEST", "1"]);
-    assert_eq!(store.version("a", "1").await.unwrap().unwrap().code.sha256, "bb");
+    assert_eq!(
+        store.version("a", "1").await.unwrap().unwrap().code.sha256,
+        "bb"
+    );
     assert!(store.version("a", "2").await.unwrap().is_none());
     assert!(store.version("a", "live").await.unwrap().is_none());
 
     // Pages across functions.
     let page = store.versions_page(None, false, 2).await.unwrap();
-    let names: Vec<_> = page.iter().map(|v| (v.function_name.as_str(), v.version.as_str())).collect();
+    let names: Vec<_> = page
+        .iter()
+        .map(|v| (v.function_name.as_str(), v.version.as_str()))
+        .collect();
     assert_eq!(names, [("a", "$LATEST"), ("a", "1")]);
-    let cursor = VersionCursor { function: "a".into(), seq: 1 };
+    let cursor = VersionCursor {
+        function: "a".into(),
+        seq: 1,
+    };
     let page = store.versions_page(Some(&cursor), false, 10).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].function_name, "b");
@@ -108,12 +145,18 @@ pub async fn suite(store: &dyn MetadataStore) {
         revision_id: "x".into(),
     };
     let generation = store.function("a").await.unwrap().unwrap().1;
-    let policy = Policy { statements: vec![serde_json::json!({"Sid": "s"})], revision_id: "p".into() };
+    let policy = Policy {
+        statements: vec![serde_json::json!({"Sid": "s"})],
+        revision_id: "p".into(),
+    };
     store
         .commit(
             "a",
             Expect::Generation(generation),
-            vec![Change::PutAlias(alias.clone()), Change::PutPolicy(String::new(), policy.clone())],
+            vec![
+                Change::PutAlias(alias.clone()),
+                Change::PutPolicy(String::new(), policy.clone()),
+            ],
         )
         .await
         .unwrap();
@@ -125,21 +168,38 @@ pub async fn suite(store: &dyn MetadataStore) {
     // Usage and code references.
     let usage = store.usage().await.unwrap();
     assert_eq!((usage.function_count, usage.total_code_size), (2, 300));
-    assert_eq!(store.code_in_use().await.unwrap(), ["aa".to_string(), "bb".to_string()].into());
+    assert_eq!(
+        store.code_in_use().await.unwrap(),
+        ["aa".to_string(), "bb".to_string()].into()
+    );
 
     // Deleting a function takes everything of it along.
     let generation = store.function("a").await.unwrap().unwrap().1;
-    store.commit("a", Expect::Generation(generation), vec![Change::DeleteFunction]).await.unwrap();
+    store
+        .commit(
+            "a",
+            Expect::Generation(generation),
+            vec![Change::DeleteFunction],
+        )
+        .await
+        .unwrap();
     assert!(store.function("a").await.unwrap().is_none());
     assert!(store.versions("a").await.unwrap().is_empty());
     assert!(store.aliases("a").await.unwrap().is_empty());
     assert!(store.policy("a", "").await.unwrap().is_none());
-    assert_eq!(store.code_in_use().await.unwrap(), ["aa".to_string()].into());
+    assert_eq!(
+        store.code_in_use().await.unwrap(),
+        ["aa".to_string()].into()
+    );
 
     // A failed commit changes nothing.
     let generation = store.function("b").await.unwrap().unwrap().1;
     let result = store
-        .commit("b", Expect::Generation(generation + 5), vec![Change::DeleteFunction])
+        .commit(
+            "b",
+            Expect::Generation(generation + 5),
+            vec![Change::DeleteFunction],
+        )
         .await;
     assert!(result.is_err());
     assert!(store.function("b").await.unwrap().is_some());

@@ -8,9 +8,9 @@
 
 pub mod archive;
 pub mod code;
-pub mod sqlite;
 #[cfg(test)]
 mod conformance;
+pub mod sqlite;
 
 use std::collections::BTreeSet;
 

@@ -58,7 +58,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
         Self::init(conn)
     }
 
@@ -70,18 +71,25 @@ impl SqliteStore {
     fn init(mut conn: Connection) -> Result<Self> {
         // FULL: the WAL is fsynced at every commit, which is what makes an acknowledged
         // change durable; NORMAL would only protect against application crashes.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
-        let applied: i64 =
-            conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let applied: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(backend)?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             let tx = conn.transaction().map_err(backend)?;
             tx.execute_batch(migration).map_err(backend)?;
-            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(backend)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)
+                .map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn run<T: Send + 'static>(
@@ -182,7 +190,8 @@ impl MetadataStore for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)?;
-            row.map(|(body, generation)| Ok((decode(body)?, generation as u64))).transpose()
+            row.map(|(body, generation)| Ok((decode(body)?, generation as u64)))
+                .transpose()
         })
         .await
     }
@@ -299,7 +308,9 @@ impl MetadataStore for SqliteStore {
     async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()> {
         let function = function.to_owned();
         self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
             let generation: Option<i64> = tx
                 .query_row(
                     "SELECT generation FROM functions WHERE name = ?1",
@@ -342,11 +353,20 @@ impl MetadataStore for SqliteStore {
                 .query_row("SELECT COUNT(*) FROM functions", [], |row| row.get(0))
                 .map_err(backend)?;
             let total_code_size: i64 = conn
-                .query_row("SELECT COALESCE(SUM(code_size), 0) FROM versions", [], |row| row.get(0))
+                .query_row(
+                    "SELECT COALESCE(SUM(code_size), 0) FROM versions",
+                    [],
+                    |row| row.get(0),
+                )
                 .map_err(backend)?;
             let mut reserved = 0u64;
-            let mut stmt = conn.prepare_cached("SELECT body FROM functions").map_err(backend)?;
-            for body in stmt.query_map([], |row| row.get::<_, String>(0)).map_err(backend)? {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM functions")
+                .map_err(backend)?;
+            for body in stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(backend)?
+            {
                 let function: Function = decode(body.map_err(backend)?)?;
                 reserved += u64::from(function.reserved_concurrency.unwrap_or(0));
             }
@@ -361,9 +381,12 @@ impl MetadataStore for SqliteStore {
 
     async fn code_in_use(&self) -> Result<BTreeSet<String>> {
         self.run(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT DISTINCT code_sha256 FROM versions").map_err(backend)?;
-            let rows = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(backend)?;
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT code_sha256 FROM versions")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(backend)?;
             rows.map(|sha| sha.map_err(backend)).collect()
         })
         .await

@@ -1,1 +1,187 @@
-fn main() {}
+//! The `lamina` binary. `lamina server` runs the whole platform on one address.
+#![forbid(unsafe_code)]
+
+mod credentials;
+mod runtimes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use lamina_api::{ApiState, ConcurrencyLimits, sigv4::Keyring};
+use lamina_core::arn::Account;
+use lamina_store::{CodeStore, MetadataStore, SqliteStore};
+
+#[derive(Parser)]
+#[command(
+    name = "lamina",
+    version,
+    about = "A self-hosted, AWS Lambda-compatible serverless platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Lambda API (and everything else) on one address.
+    Server(ServerArgs),
+}
+
+#[derive(Parser)]
+struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LAMINA_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Where metadata, code and credentials live [default: $XDG_DATA_HOME/lamina or
+    /// ~/.local/share/lamina].
+    #[arg(long, env = "LAMINA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The region in every ARN this server makes.
+    #[arg(long, env = "LAMINA_REGION", default_value = "us-east-1")]
+    region: String,
+    /// The 12-digit account id in every ARN this server makes.
+    #[arg(long, env = "LAMINA_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    /// The account's concurrency limit.
+    #[arg(long, env = "LAMINA_CONCURRENCY_LIMIT", default_value_t = 1000)]
+    concurrency_limit: u32,
+    /// How much concurrency must stay unreserved (Lambda keeps 100).
+    #[arg(long, env = "LAMINA_MIN_UNRESERVED_CONCURRENCY", default_value_t = 100)]
+    min_unreserved_concurrency: u32,
+    /// Log format.
+    #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            init_logging(args.log_format);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(serve(args))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAMINA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("lamina");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/lamina")
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!("--account-id must be 12 digits, not {:?}", args.account_id);
+    }
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let keys = credentials::load_or_create(&data_dir)?;
+    let state = open_state(&args, &data_dir, &keys).await?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    // Without TCP_NODELAY every small response waits for a delayed ACK: ~45 ms per boto3 call.
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::warn!(%err, "could not set TCP_NODELAY");
+        }
+    });
+    tracing::info!(
+        %address,
+        data_dir = %data_dir.display(),
+        region = %args.region,
+        account = %args.account_id,
+        runtimes = %state.runtimes.list(),
+        "lamina is listening"
+    );
+    axum::serve(listener, lamina_api::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("lamina stopped");
+    Ok(())
+}
+
+async fn open_state(
+    args: &ServerArgs,
+    data_dir: &Path,
+    keys: &credentials::KeyPair,
+) -> anyhow::Result<Arc<ApiState>> {
+    let store =
+        SqliteStore::open(&data_dir.join("metadata.db")).context("opening the metadata store")?;
+    let code = CodeStore::open(&data_dir.join("code")).context("opening the code store")?;
+    // Packages written for a create that never committed (a crash, a failed commit) and those
+    // of deleted functions are removed here, before anything can refer to them again.
+    let in_use = store.code_in_use().await.context("listing code in use")?;
+    let swept = code.sweep(&in_use).context("sweeping unused code")?;
+    if swept > 0 {
+        tracing::info!(removed = swept, "removed unused code packages");
+    }
+    Ok(Arc::new(ApiState {
+        store: Arc::new(store),
+        code,
+        account: Account {
+            region: args.region.clone(),
+            account_id: args.account_id.clone(),
+        },
+        runtimes: runtimes::detect(),
+        keyring: Keyring::new([(keys.access_key_id.clone(), keys.secret_access_key.clone())]),
+        url_key: keys.derive_key(b"lamina code location"),
+        concurrency: ConcurrencyLimits {
+            account: args.concurrency_limit,
+            min_unreserved: args.min_unreserved_concurrency,
+        },
+    }))
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+    }
+}

@@ -1,0 +1,200 @@
+//! Function-level settings: tags, reserved concurrency, and the account's settings.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use lamina_core::arn::FunctionRef;
+use lamina_core::{Error, validate};
+use lamina_store::{Change, Expect};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::functions::load;
+use crate::retrying;
+use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, parse_body};
+
+/// The function a tagging ARN names. Only function ARNs are taggable here, and never a version
+/// or alias, as in Lambda.
+fn tagged_function(state: &ApiState, resource: &str) -> ApiResult<String> {
+    if !resource.starts_with("arn:") || !resource.contains(":function:") {
+        return Err(Error::validation(format!(
+            "1 validation error detected: Value '{resource}' at 'resource' failed to satisfy \
+             constraint: Member must be the ARN of a function"
+        ))
+        .into());
+    }
+    let function = FunctionRef::parse(resource, &state.account)?;
+    if function.qualifier.is_some() {
+        return Err(Error::invalid_parameter(
+            "Tags on function aliases and versions are not supported. Please specify a function \
+             ARN.",
+        )
+        .into());
+    }
+    Ok(function.name)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagResource {
+    tags: BTreeMap<String, String>,
+}
+
+pub async fn tag(
+    State(state): State<SharedState>,
+    Path(resource): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: TagResource = parse_body(&body)?;
+    let name = tagged_function(&state, &resource)?;
+    retrying!({
+        let (mut function, generation) = load(&state, &name).await?;
+        function.tags.extend(request.tags.clone());
+        validate::tags(&function.tags)?;
+        let changes = vec![Change::PutFunction(function)];
+        state
+            .store
+            .commit(&name, Expect::Generation(generation), changes)
+            .await?;
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn untag(
+    State(state): State<SharedState>,
+    Path(resource): Path<String>,
+    Query(query): Query<QueryPairs>,
+) -> ApiResult<Response> {
+    let name = tagged_function(&state, &resource)?;
+    let keys = query.all("tagKeys");
+    retrying!({
+        let (mut function, generation) = load(&state, &name).await?;
+        for key in &keys {
+            function.tags.remove(key);
+        }
+        let changes = vec![Change::PutFunction(function)];
+        state
+            .store
+            .commit(&name, Expect::Generation(generation), changes)
+            .await?;
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_tags(
+    State(state): State<SharedState>,
+    Path(resource): Path<String>,
+) -> ApiResult<Response> {
+    let name = tagged_function(&state, &resource)?;
+    let (function, _) = load(&state, &name).await?;
+    Ok(json(StatusCode::OK, json!({ "Tags": function.tags })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutConcurrency {
+    reserved_concurrent_executions: i64,
+}
+
+pub async fn put_concurrency(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: PutConcurrency = parse_body(&body)?;
+    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let reserved = u32::try_from(request.reserved_concurrent_executions).map_err(|_| {
+        Error::validation(format!(
+            "1 validation error detected: Value '{}' at 'reservedConcurrentExecutions' failed to \
+             satisfy constraint: Member must have value greater than or equal to 0",
+            request.reserved_concurrent_executions
+        ))
+    })?;
+    let limits = state.concurrency;
+    retrying!({
+        let (mut function, generation) = load(&state, &name).await?;
+        let others = state.store.usage().await?.reserved_concurrency
+            - u64::from(function.reserved_concurrency.unwrap_or(0));
+        let unreserved = i64::from(limits.account) - others as i64 - i64::from(reserved);
+        if unreserved < i64::from(limits.min_unreserved) {
+            return Err(Error::invalid_parameter(format!(
+                "Specified ReservedConcurrentExecutions for function decreases account's \
+                 UnreservedConcurrentExecution below its minimum value of [{}].",
+                limits.min_unreserved
+            ))
+            .into());
+        }
+        function.reserved_concurrency = Some(reserved);
+        let changes = vec![Change::PutFunction(function)];
+        state
+            .store
+            .commit(&name, Expect::Generation(generation), changes)
+            .await?;
+        Ok(())
+    })?;
+    Ok(json(
+        StatusCode::OK,
+        json!({ "ReservedConcurrentExecutions": reserved }),
+    ))
+}
+
+pub async fn get_concurrency(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+) -> ApiResult<Response> {
+    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let (function, _) = load(&state, &name).await?;
+    let out = match function.reserved_concurrency {
+        Some(reserved) => json!({ "ReservedConcurrentExecutions": reserved }),
+        None => json!({}),
+    };
+    Ok(json(StatusCode::OK, out))
+}
+
+pub async fn delete_concurrency(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+) -> ApiResult<Response> {
+    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    retrying!({
+        let (mut function, generation) = load(&state, &name).await?;
+        function.reserved_concurrency = None;
+        let changes = vec![Change::PutFunction(function)];
+        state
+            .store
+            .commit(&name, Expect::Generation(generation), changes)
+            .await?;
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Lambda's default storage quota for all code in a region.
+const TOTAL_CODE_SIZE: u64 = 80_530_636_800;
+
+pub async fn account_settings(State(state): State<SharedState>) -> ApiResult<Response> {
+    let usage = state.store.usage().await?;
+    let limits = state.concurrency;
+    let unreserved = u64::from(limits.account).saturating_sub(usage.reserved_concurrency);
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "AccountLimit": {
+                "TotalCodeSize": TOTAL_CODE_SIZE,
+                "CodeSizeUnzipped": lamina_store::archive::MAX_UNZIPPED_BYTES,
+                "CodeSizeZipped": lamina_store::archive::MAX_ZIPPED_BYTES,
+                "ConcurrentExecutions": limits.account,
+                "UnreservedConcurrentExecutions": unreserved,
+            },
+            "AccountUsage": {
+                "TotalCodeSize": usage.total_code_size,
+                "FunctionCount": usage.function_count,
+            },
+        }),
+    ))
+}
