@@ -120,6 +120,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             tracing::warn!(%err, "could not set TCP_NODELAY");
         }
     });
+    // Installed before readiness is announced, so a SIGTERM that follows it is always graceful.
+    let shutdown = shutdown_signal()?;
     tracing::info!(
         %address,
         data_dir = %data_dir.display(),
@@ -129,7 +131,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         "lamina is listening"
     );
     axum::serve(listener, lamina_api::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving")?;
     tracing::info!("lamina stopped");
@@ -168,20 +170,14 @@ async fn open_state(
     }))
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),
         }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
-    }
+    })
 }

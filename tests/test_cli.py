@@ -1,0 +1,77 @@
+"""The AWS CLI, as a user would run it against Lamina."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ACCESS_KEY, ROLE, SECRET_KEY, make_zip, tmp_file, unique
+
+AWS = str(Path(sys.executable).with_name("aws"))
+
+
+def aws(server, *args, check=True):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null",
+               AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_PAGER="", AWS_MAX_ATTEMPTS="1")
+    proc = subprocess.run([AWS, "lambda", *args, "--endpoint-url", server.url, "--output", "json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_cli_function_lifecycle(server):
+    name = unique("cli")
+    zip_path = tmp_file(make_zip())
+    out = json.loads(aws(server, "create-function", "--function-name", name, "--runtime", "python3.11",
+                         "--role", ROLE, "--handler", "index.handler", "--zip-file", f"fileb://{zip_path}",
+                         "--environment", "Variables={STAGE=cli}", "--tags", "team=cli").stdout)
+    assert out["FunctionName"] == name and out["Environment"]["Variables"] == {"STAGE": "cli"}
+    aws(server, "wait", "function-active-v2", "--function-name", name)
+    got = json.loads(aws(server, "get-function", "--function-name", name).stdout)
+    assert got["Tags"] == {"team": "cli"}
+    aws(server, "update-function-configuration", "--function-name", name, "--timeout", "15")
+    aws(server, "wait", "function-updated-v2", "--function-name", name)
+    new_zip = tmp_file(make_zip({"index.py": "def handler(e, c):\n    return 1\n"}))
+    updated = json.loads(aws(server, "update-function-code", "--function-name", name,
+                             "--zip-file", f"fileb://{new_zip}", "--publish").stdout)
+    assert updated["Version"] == "1"
+    alias = json.loads(aws(server, "create-alias", "--function-name", name, "--name", "live",
+                           "--function-version", "1").stdout)
+    assert alias["AliasArn"].endswith(f"{name}:live")
+    listed = json.loads(aws(server, "list-functions").stdout)
+    assert name in [f["FunctionName"] for f in listed["Functions"]]
+    versions = json.loads(aws(server, "list-versions-by-function", "--function-name", name).stdout)
+    assert [v["Version"] for v in versions["Versions"]] == ["$LATEST", "1"]
+    aws(server, "add-permission", "--function-name", name, "--statement-id", "s",
+        "--action", "lambda:InvokeFunction", "--principal", "sns.amazonaws.com")
+    policy = json.loads(json.loads(aws(server, "get-policy", "--function-name", name).stdout)["Policy"])
+    assert policy["Statement"][0]["Sid"] == "s"
+    aws(server, "put-function-concurrency", "--function-name", name, "--reserved-concurrent-executions", "2")
+    settings = json.loads(aws(server, "get-account-settings").stdout)
+    assert settings["AccountUsage"]["FunctionCount"] >= 1
+    aws(server, "delete-alias", "--function-name", name, "--name", "live")
+    aws(server, "delete-function", "--function-name", name)
+    gone = aws(server, "get-function", "--function-name", name, check=False)
+    assert gone.returncode == 255
+    assert "ResourceNotFoundException" in gone.stderr
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--memory-size", "20000"], "InvalidParameterValueException"),
+    (["--runtime", "cobol"], "ValidationException"),
+])
+def test_cli_reports_lambda_errors(server, args, expected):
+    zip_path = tmp_file(make_zip())
+    base = {"--function-name": unique("cli"), "--runtime": "python3.11", "--role": ROLE,
+            "--handler": "index.handler"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    flat = [x for kv in base.items() for x in kv]
+    proc = aws(server, "create-function", *flat, "--zip-file", f"fileb://{zip_path}", check=False)
+    assert proc.returncode == 255
+    assert expected in proc.stderr
