@@ -136,11 +136,10 @@ impl Version {
         if let Some(kms) = changes.kms_key_arn {
             self.kms_key_arn = Some(kms).filter(|arn| !arn.is_empty());
         }
-        if let Some(tracing) = changes.tracing_config {
-            if let Some(mode) = tracing.mode {
+        if let Some(tracing) = changes.tracing_config
+            && let Some(mode) = tracing.mode {
                 self.tracing_mode = mode;
             }
-        }
         if let Some(layers) = changes.layers {
             self.layers = layers;
         }
@@ -340,13 +339,12 @@ impl CreateFunction {
 
     /// The checks that need no code and no store: run them before reading the upload.
     pub fn precheck(&self) -> Result<()> {
-        if let Some(package_type) = &self.package_type {
-            if package_type != "Zip" {
+        if let Some(package_type) = &self.package_type
+            && package_type != "Zip" {
                 return Err(Error::invalid_parameter(
                     "Container images are not supported by this platform; use PackageType Zip.",
                 ));
             }
-        }
         if let Some(tags) = &self.tags {
             validate::tags(tags)?;
         }

@@ -44,14 +44,13 @@ impl Policy {
         validate::statement_id(&request.statement_id)?;
         validate::action(&request.action)?;
         validate::principal(&request.principal)?;
-        if let Some(auth) = &request.function_url_auth_type {
-            if auth != "NONE" && auth != "AWS_IAM" {
+        if let Some(auth) = &request.function_url_auth_type
+            && auth != "NONE" && auth != "AWS_IAM" {
                 return Err(Error::validation(format!(
                     "1 validation error detected: Value '{auth}' at 'functionUrlAuthType' failed \
                      to satisfy constraint: Member must satisfy enum value set: [NONE, AWS_IAM]"
                 )));
             }
-        }
         if self
             .statements
             .iter()

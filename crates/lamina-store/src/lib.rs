@@ -45,6 +45,8 @@ pub enum Expect {
 }
 
 /// One write inside a commit.
+// A commit carries a handful of these for a moment; boxing versions would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     PutFunction(Function),

@@ -20,11 +20,10 @@ pub fn detect() -> Runtimes {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(minor) = name.strip_prefix("python3.") {
-                if !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()) {
+            if let Some(minor) = name.strip_prefix("python3.")
+                && !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()) {
                     found.insert(name);
                 }
-            }
         }
         let node = Path::new(dir).join("node");
         if let Some(major) = node_major(&node) {
