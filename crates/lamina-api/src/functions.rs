@@ -89,9 +89,10 @@ async fn publish(
 ) -> ApiResult<Version> {
     let versions = state.store.versions(&function.name).await?;
     if let Some(newest) = versions.iter().rev().find(|v| !v.is_latest())
-        && latest.same_content_as(newest) {
-            return Ok(newest.clone());
-        }
+        && latest.same_content_as(newest)
+    {
+        return Ok(newest.clone());
+    }
     function.last_published += 1;
     let version = latest.publish(function.last_published, description, now());
     changes.push(Change::PutFunction(function.clone()));

@@ -27,13 +27,22 @@ fn harness() -> Harness {
     let state = ApiState {
         store: Arc::new(SqliteStore::in_memory().unwrap()),
         code: CodeStore::open(&dir.path().join("code")).unwrap(),
-        account: Account { region: "us-east-1".into(), account_id: "000000000000".into() },
+        account: Account {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        },
         runtimes: Runtimes(["python3.11".to_owned()].into()),
         keyring: Keyring::new([(KEY.to_owned(), SECRET.to_owned())]),
         url_key: b"k".to_vec(),
-        concurrency: ConcurrencyLimits { account: 1000, min_unreserved: 100 },
+        concurrency: ConcurrencyLimits {
+            account: 1000,
+            min_unreserved: 100,
+        },
     };
-    Harness { app: lamina_api::app(Arc::new(state)), _dir: dir }
+    Harness {
+        app: lamina_api::app(Arc::new(state)),
+        _dir: dir,
+    }
 }
 
 fn signed(method: &str, path: &str, body: Vec<u8>, secret: &str, at: SystemTime) -> Request<Body> {
@@ -49,8 +58,13 @@ fn signed(method: &str, path: &str, body: Vec<u8>, secret: &str, at: SystemTime)
         .unwrap()
         .into();
     let headers = [("host", "localhost:9000")];
-    let signable =
-        SignableRequest::new(method, &url, headers.into_iter(), SignableBody::Bytes(&body)).unwrap();
+    let signable = SignableRequest::new(
+        method,
+        &url,
+        headers.into_iter(),
+        SignableBody::Bytes(&body),
+    )
+    .unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
     let mut request = Request::builder()
         .method(method)
@@ -65,11 +79,19 @@ fn signed(method: &str, path: &str, body: Vec<u8>, secret: &str, at: SystemTime)
 async fn call(h: &Harness, request: Request<Body>) -> (StatusCode, Option<String>, Value) {
     let response = h.app.clone().oneshot(request).await.unwrap();
     let status = response.status();
-    let error_type =
-        response.headers().get("x-amzn-ErrorType").map(|v| v.to_str().unwrap().to_owned());
+    let error_type = response
+        .headers()
+        .get("x-amzn-ErrorType")
+        .map(|v| v.to_str().unwrap().to_owned());
     assert!(response.headers().contains_key("x-amzn-RequestId"));
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
     (status, error_type, body)
 }
 
@@ -77,7 +99,9 @@ fn zip() -> String {
     use base64::Engine as _;
     // A one-file zip: index.py containing "x".
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    writer.start_file("index.py", zip::write::SimpleFileOptions::default()).unwrap();
+    writer
+        .start_file("index.py", zip::write::SimpleFileOptions::default())
+        .unwrap();
     std::io::Write::write_all(&mut writer, b"x").unwrap();
     let bytes = writer.finish().unwrap().into_inner();
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -96,10 +120,22 @@ fn create_body(name: &str) -> Vec<u8> {
 async fn signed_create_then_get_round_trips() {
     let h = harness();
     let now = SystemTime::now();
-    let (status, _, body) =
-        call(&h, signed("POST", "/2015-03-31/functions", create_body("f"), SECRET, now)).await;
+    let (status, _, body) = call(
+        &h,
+        signed(
+            "POST",
+            "/2015-03-31/functions",
+            create_body("f"),
+            SECRET,
+            now,
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["FunctionArn"], "arn:aws:lambda:us-east-1:000000000000:function:f");
+    assert_eq!(
+        body["FunctionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:f"
+    );
     let path = "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af/configuration";
     let (status, _, body) = call(&h, signed("GET", path, vec![], SECRET, now)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -111,13 +147,24 @@ async fn signature_failures_map_to_aws_errors() {
     let h = harness();
     let now = SystemTime::now();
     let cases = [
-        (signed("GET", "/2015-03-31/functions", vec![], "wrong", now), "InvalidSignatureException"),
         (
-            signed("GET", "/2015-03-31/functions", vec![], SECRET, now - std::time::Duration::from_secs(900)),
+            signed("GET", "/2015-03-31/functions", vec![], "wrong", now),
             "InvalidSignatureException",
         ),
         (
-            Request::get("/2015-03-31/functions").body(Body::empty()).unwrap(),
+            signed(
+                "GET",
+                "/2015-03-31/functions",
+                vec![],
+                SECRET,
+                now - std::time::Duration::from_secs(900),
+            ),
+            "InvalidSignatureException",
+        ),
+        (
+            Request::get("/2015-03-31/functions")
+                .body(Body::empty())
+                .unwrap(),
             "MissingAuthenticationTokenException",
         ),
     ];
@@ -133,24 +180,42 @@ async fn signature_failures_map_to_aws_errors() {
 async fn errors_carry_the_model_member_casing() {
     let h = harness();
     let now = SystemTime::now();
-    let (status, error_type, body) =
-        call(&h, signed("GET", "/2015-03-31/functions/missing", vec![], SECRET, now)).await;
+    let (status, error_type, body) = call(
+        &h,
+        signed("GET", "/2015-03-31/functions/missing", vec![], SECRET, now),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_type.as_deref(), Some("ResourceNotFoundException"));
     assert!(body["Message"].as_str().unwrap().contains("missing"));
     let bad = br#"{"FunctionName": "f", "Code": {}, "Role": "r"}"#.to_vec();
-    let (status, error_type, body) =
-        call(&h, signed("POST", "/2015-03-31/functions", bad, SECRET, now)).await;
+    let (status, error_type, body) = call(
+        &h,
+        signed("POST", "/2015-03-31/functions", bad, SECRET, now),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(error_type.as_deref(), Some("InvalidParameterValueException"));
+    assert_eq!(
+        error_type.as_deref(),
+        Some("InvalidParameterValueException")
+    );
     assert!(body["message"].is_string());
 }
 
 #[tokio::test]
 async fn trailing_slash_routes_like_no_slash() {
     let h = harness();
-    let (status, _, body) =
-        call(&h, signed("GET", "/2015-03-31/functions/", vec![], SECRET, SystemTime::now())).await;
+    let (status, _, body) = call(
+        &h,
+        signed(
+            "GET",
+            "/2015-03-31/functions/",
+            vec![],
+            SECRET,
+            SystemTime::now(),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["Functions"], json!([]));
 }

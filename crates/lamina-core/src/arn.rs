@@ -65,16 +65,18 @@ impl FunctionRef {
             return Err(bad_function_name(input));
         }
         if let Some(qualifier) = qualifier
-            && !is_qualifier(qualifier) {
-                return Err(bad_function_name(input));
-            }
+            && !is_qualifier(qualifier)
+        {
+            return Err(bad_function_name(input));
+        }
         if let Some(owner) = owner
-            && owner != account.account_id {
-                return Err(Error::not_found(format!(
-                    "Function not found: {input} (this platform's account is {})",
-                    account.account_id
-                )));
-            }
+            && owner != account.account_id
+        {
+            return Err(Error::not_found(format!(
+                "Function not found: {input} (this platform's account is {})",
+                account.account_id
+            )));
+        }
         Ok(Self {
             name: name.to_owned(),
             qualifier: qualifier.map(str::to_owned),

@@ -137,9 +137,10 @@ impl Version {
             self.kms_key_arn = Some(kms).filter(|arn| !arn.is_empty());
         }
         if let Some(tracing) = changes.tracing_config
-            && let Some(mode) = tracing.mode {
-                self.tracing_mode = mode;
-            }
+            && let Some(mode) = tracing.mode
+        {
+            self.tracing_mode = mode;
+        }
         if let Some(layers) = changes.layers {
             self.layers = layers;
         }
@@ -340,11 +341,12 @@ impl CreateFunction {
     /// The checks that need no code and no store: run them before reading the upload.
     pub fn precheck(&self) -> Result<()> {
         if let Some(package_type) = &self.package_type
-            && package_type != "Zip" {
-                return Err(Error::invalid_parameter(
-                    "Container images are not supported by this platform; use PackageType Zip.",
-                ));
-            }
+            && package_type != "Zip"
+        {
+            return Err(Error::invalid_parameter(
+                "Container images are not supported by this platform; use PackageType Zip.",
+            ));
+        }
         if let Some(tags) = &self.tags {
             validate::tags(tags)?;
         }

@@ -45,12 +45,14 @@ impl Policy {
         validate::action(&request.action)?;
         validate::principal(&request.principal)?;
         if let Some(auth) = &request.function_url_auth_type
-            && auth != "NONE" && auth != "AWS_IAM" {
-                return Err(Error::validation(format!(
-                    "1 validation error detected: Value '{auth}' at 'functionUrlAuthType' failed \
+            && auth != "NONE"
+            && auth != "AWS_IAM"
+        {
+            return Err(Error::validation(format!(
+                "1 validation error detected: Value '{auth}' at 'functionUrlAuthType' failed \
                      to satisfy constraint: Member must satisfy enum value set: [NONE, AWS_IAM]"
-                )));
-            }
+            )));
+        }
         if self
             .statements
             .iter()

@@ -140,12 +140,13 @@ fn ensure_no_symlink_on_path(dest: &Path, relative: &Path) -> Result<(), Error> 
             break;
         }
         if let Ok(meta) = fs::symlink_metadata(&path)
-            && meta.file_type().is_symlink() {
-                return Err(refused(format_args!(
-                    "entry '{}' is inside a symlink",
-                    relative.display()
-                )));
-            }
+            && meta.file_type().is_symlink()
+        {
+            return Err(refused(format_args!(
+                "entry '{}' is inside a symlink",
+                relative.display()
+            )));
+        }
     }
     Ok(())
 }

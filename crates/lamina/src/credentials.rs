@@ -31,12 +31,14 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<KeyPair> {
         std::env::var("LAMINA_SECRET_ACCESS_KEY"),
     );
     if let (Ok(access_key_id), Ok(secret_access_key)) = from_env
-        && !access_key_id.is_empty() && !secret_access_key.is_empty() {
-            return Ok(KeyPair {
-                access_key_id,
-                secret_access_key,
-            });
-        }
+        && !access_key_id.is_empty()
+        && !secret_access_key.is_empty()
+    {
+        return Ok(KeyPair {
+            access_key_id,
+            secret_access_key,
+        });
+    }
     let path = data_dir.join(FILE);
     if path.exists() {
         let text =

@@ -21,9 +21,11 @@ pub fn detect() -> Runtimes {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(minor) = name.strip_prefix("python3.")
-                && !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()) {
-                    found.insert(name);
-                }
+                && !minor.is_empty()
+                && minor.bytes().all(|b| b.is_ascii_digit())
+            {
+                found.insert(name);
+            }
         }
         let node = Path::new(dir).join("node");
         if let Some(major) = node_major(&node) {
