@@ -30,6 +30,7 @@ CREATE_CASES = [
     ("bad log format", dict(LoggingConfig={"LogFormat": "XML"}), VALIDATION),
     ("bad layer ARN", dict(Layers=["not-an-arn"]), VALIDATION),
     ("too many layers", dict(Layers=[f"arn:aws:lambda:us-east-1:000000000000:layer:l:{i}" for i in range(1, 7)]), INVALID),
+    ("layer that does not exist", dict(Layers=["arn:aws:lambda:us-east-1:000000000000:layer:l:1"]), INVALID),
     ("image package", dict(PackageType="Image", Code={"ImageUri": "x"}), INVALID),
     ("s3 code", dict(Code={"S3Bucket": "bucket", "S3Key": "k"}), INVALID),
     ("no runtime", dict(Runtime=None), INVALID),

@@ -69,6 +69,17 @@ pub(crate) fn check_revision(expected: Option<&str>, actual: &str) -> ApiResult<
     }
 }
 
+/// Layers a version references must exist. Lamina has no layers yet, so any reference is one to
+/// a layer version that does not exist, answered as Lambda answers it.
+fn check_layers_exist(version: &Version) -> ApiResult<()> {
+    match version.layers.first() {
+        None => Ok(()),
+        Some(layer) => {
+            Err(Error::invalid_parameter(format!("Layer version {layer} does not exist.")).into())
+        }
+    }
+}
+
 /// Validates, unpacks and durably stores a package, off the async workers.
 async fn store_code(state: &ApiState, zip: Vec<u8>) -> ApiResult<CodeRef> {
     let code = state.code.clone();
@@ -114,6 +125,7 @@ pub async fn create(State(state): State<SharedState>, body: Bytes) -> ApiResult<
         unzipped_size: 0,
     };
     let mut latest = request.latest_version(&name, placeholder, &state.runtimes, now())?;
+    check_layers_exist(&latest)?;
     latest.code = store_code(&state, zip).await?;
 
     let mut function = Function {
@@ -335,6 +347,7 @@ pub async fn update_configuration(
             .ok_or_else(|| function_not_found(&state, &name, None))?;
         check_revision(request.revision_id.as_deref(), &latest.revision_id)?;
         latest.apply(request.config.clone(), &state.runtimes)?;
+        check_layers_exist(&latest)?;
         latest.last_modified = lambda_timestamp(now());
         latest.revision_id = new_revision_id();
         let changes = vec![Change::PutVersion(latest.clone())];
