@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Serve the Lambda API (and everything else) on one address.
     Server(ServerArgs),
+    /// Internal: builds one sandbox; started by the server, never by hand.
+    #[command(hide = true)]
+    SandboxHelper,
 }
 
 #[derive(Parser)]
@@ -67,6 +70,8 @@ enum LogFormat {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        // Before anything else: the helper must stay single-threaded.
+        Command::SandboxHelper => lamina_sandbox::helper_main(),
         Command::Server(args) => {
             init_logging(args.log_format);
             tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,245 @@
+//! Control groups for sandboxes: memory (no swap), CPU share, process count, and the freezer.
+//!
+//! cgroup v1 is what this project's machines run (each controller its own hierarchy); every
+//! instance gets `<controller>/<server's own cgroup>/lamina/<instance>` in each of memory, cpu,
+//! pids and freezer, so sandboxes nest under whatever limits the server itself runs with.
+//! A cgroup v2 host is detected and refused with a clear error until its backend exists.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "freezer"];
+const MOUNT: &str = "/sys/fs/cgroup";
+
+/// What one sandbox may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// Relative CPU weight (v1 `cpu.shares`; 1024 is one CPU's worth under contention).
+    pub cpu_shares: u64,
+    pub pids_max: u64,
+}
+
+/// Where instance cgroups are created.
+#[derive(Debug, Clone)]
+pub struct CgroupRoot {
+    /// (controller, directory holding the instances)
+    bases: Vec<(&'static str, PathBuf)>,
+}
+
+fn io_context(err: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+impl CgroupRoot {
+    /// Finds the server's own cgroups and prepares `lamina/` beneath them.
+    pub fn detect() -> io::Result<Self> {
+        if Path::new(MOUNT).join("cgroup.controllers").exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this host runs cgroup v2 only; Lamina's cgroup v2 backend is not written yet",
+            ));
+        }
+        let own = fs::read_to_string("/proc/self/cgroup")?;
+        let mut bases = Vec::new();
+        for controller in CONTROLLERS {
+            let path = own
+                .lines()
+                .filter_map(|line| {
+                    let mut parts = line.splitn(3, ':');
+                    let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    names.split(',').any(|n| n == *controller).then_some(path)
+                })
+                .next()
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("no {controller} cgroup"))
+                })?;
+            let base = Path::new(MOUNT)
+                .join(controller)
+                .join(path.trim_start_matches('/'))
+                .join("lamina");
+            fs::create_dir_all(&base).map_err(|e| io_context(e, base.display()))?;
+            bases.push((*controller, base));
+        }
+        Ok(Self { bases })
+    }
+
+    /// Creates the cgroups of instance `id` with `limits`.
+    pub fn create(&self, id: &str, limits: Limits) -> io::Result<Cgroup> {
+        let mut dirs = Vec::new();
+        for (controller, base) in &self.bases {
+            let dir = base.join(id);
+            fs::create_dir(&dir).map_err(|e| io_context(e, dir.display()))?;
+            dirs.push((*controller, dir));
+        }
+        let cgroup = Cgroup { dirs };
+        if let Err(err) = cgroup.apply(limits) {
+            let _ = cgroup.destroy();
+            return Err(err);
+        }
+        Ok(cgroup)
+    }
+
+    /// Kills and removes instance cgroups left behind by a server that did not stop cleanly.
+    pub fn remove_stale(&self) -> io::Result<usize> {
+        let mut ids = std::collections::BTreeSet::new();
+        for (_, base) in &self.bases {
+            for entry in fs::read_dir(base)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    ids.insert(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        for id in &ids {
+            let dirs = self
+                .bases
+                .iter()
+                .map(|(c, base)| (*c, base.join(id)))
+                .filter(|(_, d)| d.exists())
+                .collect();
+            Cgroup { dirs }.destroy()?;
+        }
+        Ok(ids.len())
+    }
+}
+
+/// The cgroups of one instance.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+impl Cgroup {
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .map(|(_, d)| d.as_path())
+    }
+
+    fn write(&self, controller: &str, file: &str, value: &str) -> io::Result<()> {
+        let Some(dir) = self.dir(controller) else {
+            return Ok(());
+        };
+        let path = dir.join(file);
+        fs::write(&path, value).map_err(|e| io_context(e, path.display()))
+    }
+
+    fn apply(&self, limits: Limits) -> io::Result<()> {
+        self.write(
+            "memory",
+            "memory.limit_in_bytes",
+            &limits.memory_bytes.to_string(),
+        )?;
+        // With swap accounting the combined limit must match, or the instance could swap;
+        // without it (no swap on the host) the file is absent and there is nothing to swap to.
+        if self
+            .dir("memory")
+            .is_some_and(|d| d.join("memory.memsw.limit_in_bytes").exists())
+        {
+            self.write(
+                "memory",
+                "memory.memsw.limit_in_bytes",
+                &limits.memory_bytes.to_string(),
+            )?;
+        }
+        if self
+            .dir("memory")
+            .is_some_and(|d| d.join("memory.swappiness").exists())
+        {
+            let _ = self.write("memory", "memory.swappiness", "0");
+        }
+        self.write("cpu", "cpu.shares", &limits.cpu_shares.max(2).to_string())?;
+        self.write("pids", "pids.max", &limits.pids_max.to_string())
+    }
+
+    /// The `cgroup.procs` files a process writes its pid to in order to join.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|(_, d)| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// The peak memory use since creation, in bytes.
+    pub fn memory_peak(&self) -> io::Result<u64> {
+        let dir = self.dir("memory").ok_or(io::ErrorKind::NotFound)?;
+        let text = fs::read_to_string(dir.join("memory.max_usage_in_bytes"))?;
+        text.trim()
+            .parse()
+            .map_err(|_| io::ErrorKind::InvalidData.into())
+    }
+
+    /// Whether the kernel's OOM killer has acted in this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.dir("memory")
+            .and_then(|d| fs::read_to_string(d.join("memory.oom_control")).ok())
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+            })
+            .is_some_and(|kills| kills > 0)
+    }
+
+    pub fn freeze(&self) -> io::Result<()> {
+        self.write("freezer", "freezer.state", "FROZEN")
+    }
+
+    pub fn thaw(&self) -> io::Result<()> {
+        self.write("freezer", "freezer.state", "THAWED")
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        self.dir("pids")
+            .or_else(|| self.dir("memory"))
+            .and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Kills every process in the instance (frozen first, so none can fork away) and removes
+    /// its cgroups.
+    pub fn destroy(&self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            let _ = self.freeze();
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = self.thaw();
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "sandbox processes survived SIGKILL",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for (_, dir) in &self.dirs {
+            // rmdir may briefly fail with EBUSY while the kernel finishes tearing tasks down.
+            let mut attempts = 0;
+            loop {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) if attempts < 100 => {
+                        attempts += 1;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(io_context(e, dir.display())),
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,456 @@
+//! The sandbox helper: runs in a fresh, single-threaded process (`lamina sandbox-helper`).
+//! See the crate documentation for the sequence; each step's failure is reported to the server
+//! over the control socket before the helper exits.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::IoSlice;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::prctl;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use seccompiler::BpfProgram;
+
+use crate::{CONTROL_FD, Report, SandboxSpec, read_spec, seccomp};
+
+/// Device nodes of the host a function may use.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The helper's whole life; never returns.
+pub fn helper_main() -> ! {
+    // SAFETY: the server dup2'ed the control socket to CONTROL_FD for this process, and no
+    // other code here owns that descriptor.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    if let Err(err) = prctl::set_pdeathsig(Signal::SIGKILL) {
+        fail(&control, format!("PR_SET_PDEATHSIG: {err}"));
+    }
+    if nix::unistd::getppid() == Pid::from_raw(1) {
+        // The server died before the death signal was armed.
+        std::process::exit(1);
+    }
+    let spec = read_spec().unwrap_or_else(|e| fail(&control, e));
+    if let Err(err) = stdin_from_dev_null() {
+        fail(&control, err);
+    }
+    let pid = std::process::id().to_string();
+    for procs in &spec.cgroup_procs {
+        if let Err(err) = fs::write(procs, &pid) {
+            fail(&control, format!("joining {}: {err}", procs.display()));
+        }
+    }
+    let filters = seccomp::filters().unwrap_or_else(|e| fail(&control, format!("seccomp: {e}")));
+    let namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWNET;
+    if let Err(err) = unshare(namespaces) {
+        fail(&control, format!("unshare: {err}"));
+    }
+    // SAFETY: this process is single-threaded (it was exec'ed fresh and started no threads),
+    // so the child may run arbitrary code after fork.
+    match unsafe { fork() } {
+        Err(err) => fail(&control, format!("fork: {err}")),
+        Ok(ForkResult::Child) => init(spec, control, filters),
+        Ok(ForkResult::Parent { child }) => {
+            drop(control);
+            std::process::exit(wait_exit_code(child));
+        }
+    }
+}
+
+/// PID 1 of the sandbox: builds the root, hands over the Runtime API socket, starts the
+/// workload, reaps orphans, and exits with the workload's status.
+fn init(spec: SandboxSpec, control: UnixStream, filters: Vec<BpfProgram>) -> ! {
+    if let Err(err) = prctl::set_pdeathsig(Signal::SIGKILL) {
+        fail(&control, format!("PR_SET_PDEATHSIG: {err}"));
+    }
+    if let Err(err) = build_root(&spec) {
+        fail(&control, err);
+    }
+    if let Err(err) = loopback_up() {
+        fail(&control, format!("bringing up loopback: {err}"));
+    }
+    let listener = TcpListener::bind(("127.0.0.1", spec.runtime_api_port))
+        .unwrap_or_else(|e| fail(&control, format!("Runtime API socket: {e}")));
+    // SAFETY: init is single-threaded, as its parent was.
+    match unsafe { fork() } {
+        Err(err) => fail(&control, format!("fork: {err}")),
+        Ok(ForkResult::Child) => {
+            drop(listener);
+            drop(control);
+            let err = exec_workload(&spec, &filters);
+            eprintln!("lamina sandbox: cannot start {}: {err}", spec.program);
+            std::process::exit(127);
+        }
+        Ok(ForkResult::Parent { child }) => {
+            if let Err(err) = report(&control, &Report::Ready, Some(listener.as_raw_fd())) {
+                eprintln!("lamina sandbox: reporting to the server failed: {err}");
+                std::process::exit(1);
+            }
+            drop(listener);
+            drop(control);
+            reap_until(child)
+        }
+    }
+}
+
+fn reap_until(workload: Pid) -> ! {
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(status) if status.pid() == Some(workload) => {
+                std::process::exit(exit_code(status));
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => std::process::exit(1),
+        }
+    }
+}
+
+fn wait_exit_code(child: Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                return exit_code(status);
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return 1,
+        }
+    }
+}
+
+fn exit_code(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+        _ => 1,
+    }
+}
+
+fn report(control: &UnixStream, report: &Report, fd: Option<RawFd>) -> Result<(), String> {
+    let payload = serde_json::to_vec(report).expect("a report serializes");
+    let iov = [IoSlice::new(&payload)];
+    let fds = fd.map(|fd| [fd]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds
+        .as_ref()
+        .map(|fds| vec![ControlMessage::ScmRights(fds)])
+        .unwrap_or_default();
+    sendmsg::<()>(control.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn fail(control: &UnixStream, message: impl Into<String>) -> ! {
+    let message = message.into();
+    if report(control, &Report::Failed(message.clone()), None).is_err() {
+        eprintln!("lamina sandbox: {message}");
+    }
+    std::process::exit(1);
+}
+
+fn stdin_from_dev_null() -> Result<(), String> {
+    let null = fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // SAFETY: dup2 onto fd 0 replaces stdin, which nothing in this process holds any more.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(format!("stdin: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn mount_err(what: &str, target: &Path, err: nix::errno::Errno) -> String {
+    format!("mounting {what} at {}: {err}", target.display())
+}
+
+/// A read-only, nosuid, nodev bind mount of `source` at `target`.
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), String> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err(&source.display().to_string(), target, e))?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| mount_err("read-only", target, e))
+}
+
+fn inside(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Creates the mount point for `source` under `target`: a directory or an empty file.
+fn mount_point(source: &Path, target: &Path) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("creating {}: {e}", target.display());
+    if source.is_dir() {
+        fs::create_dir_all(target).map_err(io)
+    } else {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io)?;
+        }
+        fs::write(target, b"").map_err(io)
+    }
+}
+
+fn build_root(spec: &SandboxSpec) -> Result<(), String> {
+    let root = &spec.root;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("private propagation", Path::new("/"), e))?;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=16m"),
+    )
+    .map_err(|e| mount_err("tmpfs", root, e))?;
+
+    for path in &spec.system_paths {
+        let target = inside(root, path);
+        match fs::read_link(path) {
+            // Merged-/usr hosts: /bin -> usr/bin and the like stay symlinks.
+            Ok(link) => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                symlink(&link, &target)
+                    .map_err(|e| format!("linking {}: {e}", target.display()))?;
+            }
+            Err(_) if path.exists() => {
+                mount_point(path, &target)?;
+                bind_read_only(path, &target)?;
+            }
+            Err(_) => {}
+        }
+    }
+
+    let etc = root.join("etc");
+    fs::create_dir_all(&etc).map_err(|e| e.to_string())?;
+    for file in &spec.etc_files {
+        if !file.exists() {
+            continue;
+        }
+        let target = inside(root, file);
+        mount_point(file, &target)?;
+        bind_read_only(file, &target)?;
+    }
+    let write = |name: &str, text: String| {
+        fs::write(etc.join(name), text).map_err(|e| format!("writing /etc/{name}: {e}"))
+    };
+    write(
+        "passwd",
+        format!(
+            "root:x:0:0:root:/root:/sbin/nologin\nsbx_user:x:{}:{}::/tmp:/sbin/nologin\n",
+            spec.uid, spec.gid
+        ),
+    )?;
+    write("group", format!("root:x:0:\nsbx_user:x:{}:\n", spec.gid))?;
+    write(
+        "hosts",
+        format!("127.0.0.1 localhost {}\n::1 localhost\n", spec.hostname),
+    )?;
+    write("hostname", format!("{}\n", spec.hostname))?;
+
+    let task = root.join("var/task");
+    fs::create_dir_all(&task).map_err(|e| e.to_string())?;
+    bind_read_only(&spec.code, &task)?;
+    let opt = root.join("opt");
+    fs::create_dir_all(&opt).map_err(|e| e.to_string())?;
+    if let Some(layers) = &spec.opt {
+        bind_read_only(layers, &opt)?;
+    }
+
+    let tmp = root.join("tmp");
+    fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    nix::unistd::chown(
+        &spec.tmp,
+        Some(Uid::from_raw(spec.uid)),
+        Some(Gid::from_raw(spec.gid)),
+    )
+    .map_err(|e| format!("chown {}: {e}", spec.tmp.display()))?;
+    mount(
+        Some(&spec.tmp),
+        &tmp,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("/tmp", &tmp, e))?;
+    mount(
+        None::<&str>,
+        &tmp,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("/tmp options", &tmp, e))?;
+
+    let proc_dir = root.join("proc");
+    fs::create_dir_all(&proc_dir).map_err(|e| e.to_string())?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("proc", &proc_dir, e))?;
+
+    let dev = root.join("dev");
+    fs::create_dir_all(&dev).map_err(|e| e.to_string())?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(|e| mount_err("/dev", &dev, e))?;
+    for device in DEVICES {
+        let source = Path::new("/dev").join(device);
+        if !source.exists() {
+            continue;
+        }
+        let target = dev.join(device);
+        fs::write(&target, b"").map_err(|e| e.to_string())?;
+        mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err(device, &target, e))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).map_err(|e| e.to_string())?;
+    }
+
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
+    // the new root, with no directory for the old one to linger in.
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("read-only root", Path::new("/"), e))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` of the current network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket/ioctl calls on a descriptor this function owns, with an `ifreq`
+    // it zero-initialises and that outlives both calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let _guard = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Drops every privilege and execs the workload; returns only on failure.
+fn exec_workload(spec: &SandboxSpec, filters: &[BpfProgram]) -> String {
+    let _ = nix::unistd::setsid();
+    if let Err(err) = setrlimit(
+        Resource::RLIMIT_NOFILE,
+        spec.max_open_files,
+        spec.max_open_files,
+    ) {
+        return format!("RLIMIT_NOFILE: {err}");
+    }
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    if nix::unistd::chdir(spec.cwd.as_str()).is_err() {
+        let _ = nix::unistd::chdir("/");
+    }
+    for capability in 0..=63 {
+        // SAFETY: PR_CAPBSET_DROP takes an integer and touches no memory; EINVAL past the
+        // last capability the kernel knows is expected and ignored.
+        unsafe {
+            libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0);
+        }
+    }
+    let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
+    if let Err(err) = nix::unistd::setgroups(&[]) {
+        return format!("setgroups: {err}");
+    }
+    if let Err(err) = nix::unistd::setresgid(gid, gid, gid) {
+        return format!("setresgid: {err}");
+    }
+    // Leaving uid 0 clears the permitted, effective and ambient capability sets.
+    if let Err(err) = nix::unistd::setresuid(uid, uid, uid) {
+        return format!("setresuid: {err}");
+    }
+    if let Err(err) = prctl::set_no_new_privs() {
+        return format!("no_new_privs: {err}");
+    }
+    // SAFETY: close_range takes integers only; every descriptor above stderr belongs to the
+    // helper and must not leak into the function.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    for filter in filters {
+        if let Err(err) = seccompiler::apply_filter(filter) {
+            return format!("seccomp: {err}");
+        }
+    }
+    let cstring = |s: &str| CString::new(s).unwrap_or_default();
+    let program = cstring(&spec.program);
+    let mut argv = vec![program.clone()];
+    argv.extend(spec.args.iter().map(|a| cstring(a)));
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}")))
+        .collect();
+    match nix::unistd::execve(&program, &argv, &env) {
+        Err(err) => format!("exec: {err}"),
+        Ok(never) => match never {},
+    }
+}

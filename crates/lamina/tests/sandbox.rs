@@ -1,0 +1,338 @@
+//! Isolation probes: real sandboxes built by the real `lamina sandbox-helper`, running shell
+//! and Python probes as a function would. Needs root (CI runs as root); skipped otherwise.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lamina_sandbox::{Cgroup, CgroupRoot, Limits, Sandbox, SandboxSpec};
+
+const UID: u32 = 993;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: sandbox tests need root");
+            return;
+        }
+    };
+}
+
+fn helper() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_lamina"))
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+struct Probe {
+    _dir: tempfile::TempDir,
+    code: PathBuf,
+    tmp: PathBuf,
+    root: PathBuf,
+    limits: Limits,
+}
+
+impl Probe {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, tmp, root) = (
+            dir.path().join("code"),
+            dir.path().join("tmp"),
+            dir.path().join("root"),
+        );
+        for d in [&code, &tmp, &root] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(code.join("hello.txt"), "hello from the task\n").unwrap();
+        let limits = Limits {
+            memory_bytes: 128 << 20,
+            cpu_shares: 74,
+            pids_max: 64,
+        };
+        Probe {
+            _dir: dir,
+            code,
+            tmp,
+            root,
+            limits,
+        }
+    }
+
+    fn spec(&self, cgroup: &Cgroup, script: &str) -> SandboxSpec {
+        SandboxSpec {
+            root: self.root.clone(),
+            system_paths: ["/usr", "/bin", "/lib", "/lib64", "/sbin"]
+                .map(PathBuf::from)
+                .to_vec(),
+            etc_files: ["/etc/ssl", "/etc/ld.so.cache", "/etc/localtime"]
+                .map(PathBuf::from)
+                .to_vec(),
+            code: self.code.clone(),
+            opt: None,
+            tmp: self.tmp.clone(),
+            hostname: "sandbox".into(),
+            uid: UID,
+            gid: UID,
+            runtime_api_port: 9001,
+            cgroup_procs: cgroup.procs_files(),
+            max_open_files: 1024,
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/var/task".into(),
+        }
+    }
+
+    /// Runs `script` in a sandbox; returns (exit code, stdout + stderr, whether OOM killed).
+    fn run(&self, script: &str) -> (i32, String, bool) {
+        let root = CgroupRoot::detect().unwrap();
+        let cgroup = root.create(&unique("test"), self.limits).unwrap();
+        let spec = self.spec(&cgroup, script);
+        let mut sandbox = Sandbox::spawn(
+            helper(),
+            &["sandbox-helper"],
+            &spec,
+            Stdio::piped(),
+            Stdio::piped(),
+        )
+        .unwrap();
+        // Answer on the Runtime API socket so probes can tell they reached it.
+        let listener = sandbox.runtime_api.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.write_all(b"runtime-api\n");
+            }
+        });
+        let mut err = String::new();
+        let mut stderr = sandbox.helper.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            stderr.read_to_string(&mut err).unwrap();
+            err
+        });
+        let mut out = String::new();
+        sandbox
+            .helper
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = sandbox.helper.wait().unwrap();
+        let oom = cgroup.oom_killed();
+        cgroup.destroy().unwrap();
+        (
+            status.code().unwrap_or(-1),
+            out + &reader.join().unwrap(),
+            oom,
+        )
+    }
+}
+
+#[test]
+fn runs_as_an_unprivileged_user_with_no_capabilities() {
+    require_root!();
+    let (code, out, _) = Probe::new().run(
+        "id -u; id -g; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status; \
+         grep NoNewPrivs /proc/self/status; grep Seccomp: /proc/self/status",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], ["993", "993"], "{out}");
+    for cap in [
+        "CapPrm:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+    ] {
+        assert!(out.contains(cap), "{cap} missing in {out}");
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+}
+
+#[test]
+fn sees_only_its_own_processes_and_hostname() {
+    require_root!();
+    let (code, out, _) = Probe::new().run("ls /proc | grep -c '^[0-9]'; hostname");
+    assert_eq!(code, 0, "{out}");
+    let count: u32 = out.lines().next().unwrap().trim().parse().unwrap();
+    assert!(count <= 4, "saw {count} processes: {out}");
+    assert!(out.contains("sandbox"), "{out}");
+}
+
+#[test]
+fn filesystem_is_read_only_except_tmp_and_hides_the_host() {
+    require_root!();
+    let script = r#"
+        cat /var/task/hello.txt
+        touch /var/task/x 2>/dev/null && echo WROTE-TASK
+        touch /usr/x 2>/dev/null && echo WROTE-USR
+        touch /x 2>/dev/null && echo WROTE-ROOT
+        echo data > /tmp/file && echo TMP-OK
+        for p in /root /work /home /etc/shadow /var/lib /sys; do test -e $p && echo VISIBLE:$p; done
+        true
+    "#;
+    let probe = Probe::new();
+    let (code, out, _) = probe.run(script);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hello from the task"), "{out}");
+    assert!(out.contains("TMP-OK"), "{out}");
+    assert!(!out.contains("WROTE-"), "{out}");
+    assert!(!out.contains("VISIBLE:"), "{out}");
+    assert!(probe.tmp.join("file").exists());
+}
+
+#[test]
+fn reaches_the_runtime_api_but_not_host_loopback_services() {
+    require_root!();
+    // 127.0.0.1:9001 is the Runtime API socket the server holds. PostgreSQL and Redis listen
+    // on the host's loopback (5432, 6379) and must be unreachable, as must anything outside.
+    let script = r#"python3 -c '
+import socket
+s = socket.create_connection(("127.0.0.1", 9001), 2); print(s.recv(100).decode().strip())
+for port in (5432, 6379, 9000, 22):
+    try:
+        socket.create_connection(("127.0.0.1", port), 1); print("REACHED", port)
+    except OSError:
+        print("refused", port)
+try:
+    socket.create_connection(("1.1.1.1", 53), 1); print("REACHED outside")
+except OSError:
+    print("no route")
+'"#;
+    let (code, out, _) = Probe::new().run(script);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("runtime-api"), "{out}");
+    assert!(!out.contains("REACHED"), "{out}");
+}
+
+#[test]
+fn memory_limit_kills_the_function() {
+    require_root!();
+    let (code, out, oom) =
+        Probe::new().run("python3 -c 'x = bytearray(300 * 1024 * 1024); print(len(x))'");
+    assert_ne!(code, 0, "{out}");
+    assert!(oom, "the cgroup saw no OOM kill: {out}");
+}
+
+#[test]
+fn process_limit_holds() {
+    require_root!();
+    let mut probe = Probe::new();
+    probe.limits.pids_max = 16;
+    let (_, out, _) = probe.run("for i in $(seq 40); do sleep 2 & done; echo done");
+    assert!(
+        out.contains("fork") || out.contains("Resource temporarily unavailable"),
+        "{out}"
+    );
+}
+
+#[test]
+fn dangerous_syscalls_are_refused() {
+    require_root!();
+    let script = r#"python3 -c '
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+calls = [
+    ("unshare", lambda: libc.unshare(0x10000000)),
+    ("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)),
+    ("ptrace", lambda: libc.ptrace(16, 1, 0, 0)),
+]
+for name, call in calls:
+    print(name, call(), os.strerror(ctypes.get_errno()))
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0); print("fork ok")
+'"#;
+    let (code, out, _) = Probe::new().run(script);
+    assert_eq!(code, 0, "{out}");
+    for name in ["unshare", "mount", "ptrace"] {
+        assert!(
+            out.contains(&format!("{name} -1 Operation not permitted")),
+            "{name}: {out}"
+        );
+    }
+    assert!(out.contains("fork ok"), "{out}");
+}
+
+#[test]
+fn two_sandboxes_do_not_share_tmp() {
+    require_root!();
+    let (a, b) = (Probe::new(), Probe::new());
+    assert_eq!(a.run("echo secret > /tmp/a").0, 0);
+    let (_, out, _) = b.run("ls /tmp; cat /tmp/a 2>&1");
+    assert!(!out.contains("secret"), "{out}");
+}
+
+#[test]
+fn destroying_the_cgroup_kills_every_process() {
+    require_root!();
+    let probe = Probe::new();
+    let cgroup = CgroupRoot::detect()
+        .unwrap()
+        .create(&unique("kill"), probe.limits)
+        .unwrap();
+    let marker = unique("sleep-marker");
+    let spec = probe.spec(
+        &cgroup,
+        &format!("sleep 300 & sleep 300 & exec -a {marker} sleep 300"),
+    );
+    let mut sandbox = Sandbox::spawn(
+        helper(),
+        &["sandbox-helper"],
+        &spec,
+        Stdio::null(),
+        Stdio::null(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    cgroup.destroy().unwrap();
+    let status = sandbox.helper.wait().unwrap();
+    assert!(!status.success());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let leftover = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+}
+
+#[test]
+fn helper_failure_is_reported_not_hung() {
+    require_root!();
+    let probe = Probe::new();
+    let cgroup = CgroupRoot::detect()
+        .unwrap()
+        .create(&unique("fail"), probe.limits)
+        .unwrap();
+    let mut spec = probe.spec(&cgroup, "true");
+    spec.code = PathBuf::from("/nonexistent/code");
+    let err = Sandbox::spawn(
+        helper(),
+        &["sandbox-helper"],
+        &spec,
+        Stdio::null(),
+        Stdio::null(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/code"), "{err}");
+    cgroup.destroy().unwrap();
+}
