@@ -281,6 +281,12 @@ fn build_root(spec: &SandboxSpec) -> Result<(), String> {
         bind_read_only(layers, &opt)?;
     }
 
+    if let Some(runtime) = &spec.runtime {
+        let target = root.join("var/runtime");
+        fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+        bind_read_only(runtime, &target)?;
+    }
+
     let tmp = root.join("tmp");
     fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     nix::unistd::chown(

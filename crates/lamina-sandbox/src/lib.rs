@@ -54,6 +54,8 @@ pub struct SandboxSpec {
     pub code: PathBuf,
     /// Mounted read-only at `/opt`, when given.
     pub opt: Option<PathBuf>,
+    /// Mounted read-only at `/var/runtime` (the platform's runtime bootstraps), when given.
+    pub runtime: Option<PathBuf>,
     /// Mounted read-write at `/tmp`: a host directory on disk, so its pages are reclaimable and
     /// a full `/tmp` is not charged as unreclaimable memory.
     pub tmp: PathBuf,

@@ -82,6 +82,7 @@ impl Probe {
                 .to_vec(),
             code: self.code.clone(),
             opt: None,
+            runtime: None,
             tmp: self.tmp.clone(),
             hostname: "sandbox".into(),
             uid: UID,

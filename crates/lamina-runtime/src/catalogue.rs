@@ -1,0 +1,71 @@
+//! Which runtimes this host runs and how each is launched. The Python and Node.js bootstraps are
+//! our own Runtime API clients, embedded in the binary and installed under the data directory,
+//! mounted read-only at `/var/runtime`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lamina_core::function::Runtimes;
+
+const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+
+/// How a runtime is started inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// `bootstrap` from `/var/task`, else `/opt` (`provided*`).
+    Custom,
+    /// An interpreter of the host running one of our bootstraps.
+    Interpreter { program: String, args: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    launches: BTreeMap<String, Launch>,
+    /// Host directory mounted at `/var/runtime`.
+    pub runtime_dir: PathBuf,
+}
+
+impl Catalogue {
+    /// Detects the runtimes of this host and installs the bootstraps into `runtime_dir`.
+    pub fn install(runtime_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(runtime_dir)?;
+        std::fs::write(runtime_dir.join("bootstrap.py"), PYTHON_BOOTSTRAP)?;
+        let mut launches = BTreeMap::new();
+        for custom in ["provided", "provided.al2", "provided.al2023"] {
+            launches.insert(custom.to_owned(), Launch::Custom);
+        }
+        for dir in ["/usr/bin", "/usr/local/bin"] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(minor) = name.strip_prefix("python3.") else {
+                    continue;
+                };
+                if minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                // -S: no site module (it scans site-packages on every start); -B: no .pyc writes
+                // to the read-only code directory.
+                launches.entry(name.clone()).or_insert(Launch::Interpreter {
+                    program: format!("{dir}/{name}"),
+                    args: vec!["-S".into(), "-B".into(), "/var/runtime/bootstrap.py".into()],
+                });
+            }
+        }
+        Ok(Self {
+            launches,
+            runtime_dir: runtime_dir.to_owned(),
+        })
+    }
+
+    pub fn launch(&self, runtime: &str) -> Option<&Launch> {
+        self.launches.get(runtime)
+    }
+
+    /// The runtimes offered to CreateFunction.
+    pub fn runtimes(&self) -> Runtimes {
+        Runtimes(self.launches.keys().cloned().collect())
+    }
+}

@@ -1,0 +1,19 @@
+//! Execution environments: one sandboxed runtime process per instance, the Runtime API it talks
+//! to, the catalogue of managed runtimes, and the function's logs.
+//!
+//! Architecture invariant: knows nothing of the HTTP front or the store. An [`Instance`] takes an
+//! [`Invocation`] and returns an [`Outcome`]; the hand-off is in memory (a one-slot channel the
+//! runtime's pending `GET /next` waits on, and a per-instance slot for the reply), with no lock
+//! shared between instances and no disk on the way.
+
+pub mod catalogue;
+mod instance;
+pub mod logs;
+mod runtime_api;
+
+pub use catalogue::Catalogue;
+pub use instance::{Host, Instance, InstanceConfig, StartError};
+pub use runtime_api::{Invocation, Outcome};
+
+/// The largest response a function may return (Lambda: 6 MB, plus the runtime's framing slack).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024 + 100;

@@ -1,0 +1,212 @@
+//! Instances end to end: a real sandbox, our Python bootstrap, the Runtime API. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lamina_runtime::logs::LogSink;
+use lamina_runtime::{Catalogue, Host, Instance, InstanceConfig, Invocation, Outcome};
+use lamina_sandbox::CgroupRoot;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    host: Host,
+}
+
+fn fixture() -> Option<Fixture> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: instances need root");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host {
+        helper: PathBuf::from(env!("CARGO_BIN_EXE_lamina")),
+        cgroups: CgroupRoot::detect().unwrap(),
+        work_dir: dir.path().join("instances"),
+        catalogue: Catalogue::install(&dir.path().join("runtime")).unwrap(),
+        logs: LogSink::start(&dir.path().join("logs")).unwrap(),
+    };
+    Some(Fixture { dir, host })
+}
+
+impl Fixture {
+    fn code(&self, files: &[(&str, &str)]) -> PathBuf {
+        let code = self.dir.path().join(format!("code-{}", uuid_like()));
+        for (name, body) in files {
+            let path = code.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, body).unwrap();
+            if *name == "bootstrap" {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        code
+    }
+
+    fn config(&self, runtime: &str, handler: &str, code: &Path) -> InstanceConfig {
+        InstanceConfig {
+            function_name: "probe".into(),
+            version: "$LATEST".into(),
+            runtime: runtime.into(),
+            handler: handler.into(),
+            memory_mb: 128,
+            environment: vec![("GREETING".into(), "hi".into())],
+            code_dir: code.to_owned(),
+            log_group: "/aws/lambda/probe".into(),
+            region: "us-east-1".into(),
+        }
+    }
+}
+
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn invocation(payload: &str, timeout: Duration) -> Invocation {
+    Invocation {
+        request_id: format!("req-{}", uuid_like()),
+        payload: Bytes::from(payload.to_owned()),
+        invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:probe".into(),
+        client_context: None,
+        trace_id: "Root=1-00000000-000000000000000000000000;Sampled=0".into(),
+        timeout,
+    }
+}
+
+const PYTHON: &str = r#"
+import os
+count = 0
+def handler(event, context):
+    global count
+    count += 1
+    print("handling", event)
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    if event.get("sleep"):
+        import time; time.sleep(event["sleep"])
+    if event.get("exit"):
+        os._exit(3)
+    return {"echo": event, "count": count, "env": os.environ["GREETING"],
+            "request_id": context.aws_request_id, "remaining": context.get_remaining_time_in_millis() > 0,
+            "uid": os.getuid()}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_instance_serves_warm_invocations() {
+    let Some(f) = fixture() else { return };
+    let code = f.code(&[("app/main.py", PYTHON)]);
+    let instance = Instance::start(&f.host, &f.config("python3.11", "app/main.handler", &code))
+        .await
+        .unwrap();
+    let (first, init) = instance
+        .invoke(invocation(r#"{"n": 1}"#, Duration::from_secs(5)))
+        .await;
+    let Outcome::Success(body) = first else {
+        panic!("{first:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["echo"]["n"], 1);
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["env"], "hi");
+    assert_eq!(body["uid"], 993);
+    assert_eq!(body["remaining"], true);
+    assert!(init.is_some());
+    let (second, init) = instance
+        .invoke(invocation(r#"{"n": 2}"#, Duration::from_secs(5)))
+        .await;
+    let Outcome::Success(body) = second else {
+        panic!("{second:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["count"], 2,
+        "module state survives between warm invocations"
+    );
+    assert!(init.is_none());
+    let (error, _) = instance
+        .invoke(invocation(r#"{"fail": true}"#, Duration::from_secs(5)))
+        .await;
+    let Outcome::FunctionError(body) = error else {
+        panic!("{error:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["errorType"], "ValueError");
+    assert_eq!(body["errorMessage"], "asked to fail");
+    assert!(instance.is_alive());
+    instance.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_crashes_and_init_errors_are_reported() {
+    let Some(f) = fixture() else { return };
+    let code = f.code(&[("index.py", PYTHON)]);
+    let config = f.config("python3.11", "index.handler", &code);
+
+    let instance = Instance::start(&f.host, &config).await.unwrap();
+    let (outcome, _) = instance
+        .invoke(invocation(r#"{"sleep": 5}"#, Duration::from_secs(1)))
+        .await;
+    assert_eq!(outcome, Outcome::Timeout);
+    instance.destroy().await;
+
+    let instance = Instance::start(&f.host, &config).await.unwrap();
+    let (outcome, _) = instance
+        .invoke(invocation(r#"{"exit": true}"#, Duration::from_secs(5)))
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Exited {
+                code: 3,
+                out_of_memory: false
+            }
+        ),
+        "{outcome:?}"
+    );
+    instance.destroy().await;
+
+    let broken = f.config("python3.11", "missing.handler", &code);
+    let instance = Instance::start(&f.host, &broken).await.unwrap();
+    let (outcome, _) = instance
+        .invoke(invocation("{}", Duration::from_secs(5)))
+        .await;
+    let Outcome::InitError(body) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["errorType"], "Runtime.ImportModuleError");
+    instance.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_runtime_runs_bootstrap_from_var_task() {
+    let Some(f) = fixture() else { return };
+    // A provided.al2023 function: the platform runs /var/task/bootstrap, which implements the
+    // Runtime API itself (here with Python's urllib, opening a new connection per request).
+    let bootstrap = r#"#!/usr/bin/python3 -S
+import os, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        body = r.read()
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"custom:" + body, method="POST")).read()
+"#;
+    let code = f.code(&[("bootstrap", bootstrap)]);
+    let instance = Instance::start(&f.host, &f.config("provided.al2023", "ignored", &code))
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let (outcome, _) = instance
+            .invoke(invocation(&format!("{n}"), Duration::from_secs(5)))
+            .await;
+        assert_eq!(
+            outcome,
+            Outcome::Success(Bytes::from(format!("custom:{n}")))
+        );
+    }
+    instance.destroy().await;
+}
