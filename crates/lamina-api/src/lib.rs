@@ -11,6 +11,7 @@ mod aliases;
 mod code_location;
 mod error;
 mod functions;
+mod invoke;
 mod permissions;
 mod render;
 mod settings;
@@ -55,6 +56,8 @@ pub struct ApiState {
     /// Signs `Code.Location` URLs, so they need no SigV4.
     pub url_key: Vec<u8>,
     pub concurrency: ConcurrencyLimits,
+    /// Runs functions; the only way this crate reaches the execution engine.
+    pub invoker: Arc<dyn lamina_core::invoke::Invoke>,
 }
 
 /// The request id of the current request, as the function and the client see it.
@@ -81,6 +84,10 @@ pub fn app(state: SharedState) -> Router {
         .route(
             "/2015-03-31/functions/{function}/code",
             put(functions::update_code),
+        )
+        .route(
+            "/2015-03-31/functions/{function}/invocations",
+            post(invoke::invoke),
         )
         .route(
             "/2015-03-31/functions/{function}/versions",

@@ -15,6 +15,27 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 const KEY: &str = "LKIATEST";
+
+/// These tests cover the control plane; invocations are tested through the real binary.
+struct NoEngine;
+
+#[async_trait::async_trait]
+impl lamina_core::invoke::Invoke for NoEngine {
+    async fn invoke(
+        &self,
+        _: lamina_core::invoke::InvokeRequest,
+    ) -> lamina_core::Result<lamina_core::invoke::InvokeResponse> {
+        Err(lamina_core::Error::service(
+            "no execution engine in this test",
+        ))
+    }
+
+    async fn resolve(&self, _: &str, _: Option<&str>) -> lamina_core::Result<String> {
+        Err(lamina_core::Error::service(
+            "no execution engine in this test",
+        ))
+    }
+}
 const SECRET: &str = "secret";
 
 struct Harness {
@@ -38,6 +59,7 @@ fn harness() -> Harness {
             account: 1000,
             min_unreserved: 100,
         },
+        invoker: Arc::new(NoEngine),
     };
     Harness {
         app: lamina_api::app(Arc::new(state)),

@@ -8,6 +8,7 @@
 pub mod arn;
 pub mod error;
 pub mod function;
+pub mod invoke;
 pub mod policy;
 pub mod time;
 pub mod validate;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt as _;
 use lamina_sandbox::{Cgroup, CgroupRoot, Limits, Sandbox, SandboxSpec};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::io::Read as _;
+use std::sync::Mutex;
+
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -69,6 +71,7 @@ pub struct Instance {
     cgroup: Arc<Cgroup>,
     exit: watch::Receiver<Option<i32>>,
     tasks: Vec<JoinHandle<()>>,
+    pipes: Vec<Arc<Pipe>>,
     work: PathBuf,
     started: Instant,
     initialised: AtomicBool,
@@ -233,24 +236,16 @@ impl Instance {
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         }));
-        for output in [
-            sandbox
-                .helper
-                .stdout
-                .take()
-                .map(|o| tokio::process::ChildStdout::from_std(o).map(Output::Out)),
-            sandbox
-                .helper
-                .stderr
-                .take()
-                .map(|e| tokio::process::ChildStderr::from_std(e).map(Output::Err)),
-        ]
-        .into_iter()
-        .flatten()
-        .flatten()
-        {
-            let log = log.clone();
-            tasks.push(tokio::spawn(async move { output.pump(log).await }));
+        let mut pipes = Vec::new();
+        let outputs: [Option<std::os::fd::OwnedFd>; 2] = [
+            sandbox.helper.stdout.take().map(Into::into),
+            sandbox.helper.stderr.take().map(Into::into),
+        ];
+        for fd in outputs.into_iter().flatten() {
+            let pipe = Arc::new(Pipe::new(fd, log.clone()).map_err(sandbox_error)?);
+            let pump = pipe.clone();
+            tasks.push(tokio::spawn(async move { pump.pump().await }));
+            pipes.push(pipe);
         }
         let (exit_tx, exit) = watch::channel(None);
         let mut child = sandbox.helper;
@@ -270,6 +265,7 @@ impl Instance {
             cgroup,
             exit,
             tasks,
+            pipes,
             work,
             started: Instant::now(),
             initialised: AtomicBool::new(false),
@@ -333,6 +329,14 @@ impl Instance {
         }
     }
 
+    /// Moves everything the function has written so far into its log, so that platform lines
+    /// written next come after it.
+    pub fn flush_output(&self) {
+        for pipe in &self.pipes {
+            pipe.drain();
+        }
+    }
+
     /// The most memory the instance has used, in MB.
     pub fn max_memory_used_mb(&self) -> u64 {
         self.cgroup
@@ -363,23 +367,76 @@ impl Instance {
     }
 }
 
-enum Output {
-    Out(tokio::process::ChildStdout),
-    Err(tokio::process::ChildStderr),
+/// One of the function's output pipes: read by its pump task when the reactor says it is
+/// readable, and synchronously (through a second descriptor of the same pipe) by
+/// [`Instance::flush_output`], which must see every byte written so far.
+struct Pipe {
+    receiver: tokio::net::unix::pipe::Receiver,
+    direct: std::fs::File,
+    partial: Mutex<Vec<u8>>,
+    log: LogStream,
 }
 
-impl Output {
-    /// Copies the function's output, line by line, into its log stream.
-    async fn pump(self, log: LogStream) {
-        async fn copy(reader: impl tokio::io::AsyncRead + Unpin, log: LogStream) {
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.line(&line);
+impl Pipe {
+    fn new(fd: std::os::fd::OwnedFd, log: LogStream) -> std::io::Result<Self> {
+        let direct = std::fs::File::from(fd.try_clone()?);
+        // Makes the pipe non-blocking, for both descriptors.
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+        Ok(Self {
+            receiver,
+            direct,
+            partial: Mutex::new(Vec::new()),
+            log,
+        })
+    }
+
+    /// Splits what was read into lines for the log; at end of file, flushes the last one.
+    fn take(&self, partial: &mut Vec<u8>, chunk: &[u8]) {
+        partial.extend_from_slice(chunk);
+        while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            self.log
+                .line(&String::from_utf8_lossy(&line[..line.len() - 1]));
+        }
+    }
+
+    fn finish(&self, partial: &mut Vec<u8>) {
+        if !partial.is_empty() {
+            self.log.line(&String::from_utf8_lossy(partial));
+            partial.clear();
+        }
+    }
+
+    /// Reads whatever is in the pipe now.
+    fn drain(&self) {
+        let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match (&self.direct).read(&mut buf) {
+                Ok(0) => return self.finish(&mut partial),
+                Ok(n) => self.take(&mut partial, &buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
-        match self {
-            Output::Out(out) => copy(out, log).await,
-            Output::Err(err) => copy(err, log).await,
+    }
+
+    async fn pump(&self) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if self.receiver.readable().await.is_err() {
+                return;
+            }
+            let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                match self.receiver.try_read(&mut buf) {
+                    Ok(0) => return self.finish(&mut partial),
+                    Ok(n) => self.take(&mut partial, &buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
         }
     }
 }

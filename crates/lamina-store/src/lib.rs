@@ -105,6 +105,81 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn code_in_use(&self) -> Result<BTreeSet<String>>;
 }
 
+/// A store that tells `observer` about every committed change, by function name. Whoever caches
+/// what the store holds (the invoker) subscribes here: commits are the one way state changes.
+pub struct Observed {
+    inner: Box<dyn MetadataStore>,
+    observers: std::sync::RwLock<Vec<Observer>>,
+}
+
+/// Called with a function's name after a commit to it.
+type Observer = Box<dyn Fn(&str) + Send + Sync>;
+
+impl Observed {
+    pub fn new(inner: impl MetadataStore) -> Self {
+        Self {
+            inner: Box::new(inner),
+            observers: Default::default(),
+        }
+    }
+
+    /// Calls `observer` with the function's name after each successful commit to it.
+    pub fn observe(&self, observer: impl Fn(&str) + Send + Sync + 'static) {
+        self.observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(observer));
+    }
+}
+
+#[async_trait]
+impl MetadataStore for Observed {
+    async fn function(&self, name: &str) -> Result<Option<(Function, u64)>> {
+        self.inner.function(name).await
+    }
+    async fn version(&self, function: &str, version: &str) -> Result<Option<Version>> {
+        self.inner.version(function, version).await
+    }
+    async fn versions(&self, function: &str) -> Result<Vec<Version>> {
+        self.inner.versions(function).await
+    }
+    async fn versions_page(
+        &self,
+        after: Option<&VersionCursor>,
+        latest_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Version>> {
+        self.inner.versions_page(after, latest_only, limit).await
+    }
+    async fn alias(&self, function: &str, name: &str) -> Result<Option<Alias>> {
+        self.inner.alias(function, name).await
+    }
+    async fn aliases(&self, function: &str) -> Result<Vec<Alias>> {
+        self.inner.aliases(function).await
+    }
+    async fn policy(&self, function: &str, qualifier: &str) -> Result<Option<Policy>> {
+        self.inner.policy(function, qualifier).await
+    }
+    async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()> {
+        self.inner.commit(function, expect, changes).await?;
+        for observer in self
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            observer(function);
+        }
+        Ok(())
+    }
+    async fn usage(&self) -> Result<Usage> {
+        self.inner.usage().await
+    }
+    async fn code_in_use(&self) -> Result<BTreeSet<String>> {
+        self.inner.code_in_use().await
+    }
+}
+
 /// `$LATEST` sorts first; published versions by number.
 pub fn version_seq(version: &str) -> u64 {
     version.parse().unwrap_or(0)

@@ -2,18 +2,19 @@
 #![forbid(unsafe_code)]
 
 mod credentials;
-mod runtimes;
+mod engine;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use lamina_api::{ApiState, ConcurrencyLimits, sigv4::Keyring};
 use lamina_core::arn::Account;
-use lamina_store::{CodeStore, MetadataStore, SqliteStore};
+use lamina_store::{CodeStore, MetadataStore, Observed, SqliteStore};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,9 @@ struct ServerArgs {
     /// How much concurrency must stay unreserved (Lambda keeps 100).
     #[arg(long, env = "LAMINA_MIN_UNRESERVED_CONCURRENCY", default_value_t = 100)]
     min_unreserved_concurrency: u32,
+    /// How long an idle execution environment is kept warm, in seconds.
+    #[arg(long, env = "LAMINA_INSTANCE_KEEP_ALIVE", default_value_t = 300)]
+    instance_keep_alive: u64,
     /// Log format.
     #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -113,7 +117,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let keys = credentials::load_or_create(&data_dir)?;
-    let state = open_state(&args, &data_dir, &keys).await?;
+    let (state, engine) = open_state(&args, &data_dir, &keys).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -139,6 +143,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving")?;
+    // In-flight requests have finished; no sandbox may outlive the server.
+    engine.shutdown().await;
     tracing::info!("lamina stopped");
     Ok(())
 }
@@ -147,32 +153,43 @@ async fn open_state(
     args: &ServerArgs,
     data_dir: &Path,
     keys: &credentials::KeyPair,
-) -> anyhow::Result<Arc<ApiState>> {
-    let store =
+) -> anyhow::Result<(Arc<ApiState>, engine::Engine)> {
+    let sqlite =
         SqliteStore::open(&data_dir.join("metadata.db")).context("opening the metadata store")?;
     let code = CodeStore::open(&data_dir.join("code")).context("opening the code store")?;
     // Packages written for a create that never committed (a crash, a failed commit) and those
     // of deleted functions are removed here, before anything can refer to them again.
-    let in_use = store.code_in_use().await.context("listing code in use")?;
+    let in_use = sqlite.code_in_use().await.context("listing code in use")?;
     let swept = code.sweep(&in_use).context("sweeping unused code")?;
     if swept > 0 {
         tracing::info!(removed = swept, "removed unused code packages");
     }
-    Ok(Arc::new(ApiState {
-        store: Arc::new(store),
+    let store = Arc::new(Observed::new(sqlite));
+    let account = Account {
+        region: args.region.clone(),
+        account_id: args.account_id.clone(),
+    };
+    let engine = engine::Engine::start(
+        data_dir,
+        store.clone(),
+        code.clone(),
+        account.clone(),
+        Duration::from_secs(args.instance_keep_alive),
+    )?;
+    let state = Arc::new(ApiState {
+        store,
         code,
-        account: Account {
-            region: args.region.clone(),
-            account_id: args.account_id.clone(),
-        },
-        runtimes: runtimes::detect(),
+        account,
+        runtimes: engine.runtimes.clone(),
         keyring: Keyring::new([(keys.access_key_id.clone(), keys.secret_access_key.clone())]),
         url_key: keys.derive_key(b"lamina code location"),
         concurrency: ConcurrencyLimits {
             account: args.concurrency_limit,
             min_unreserved: args.min_unreserved_concurrency,
         },
-    }))
+        invoker: engine.invoker.clone(),
+    });
+    Ok((state, engine))
 }
 
 fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {

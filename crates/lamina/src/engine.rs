@@ -1,0 +1,126 @@
+//! The execution engine as the server starts it: the host's sandboxes, the runtime catalogue,
+//! the invoker, and the housekeeping around them.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lamina_core::arn::Account;
+use lamina_core::function::Runtimes;
+use lamina_core::invoke::{Invoke, InvokeRequest, InvokeResponse};
+use lamina_core::{Error, Result};
+use lamina_invoke::Invoker;
+use lamina_runtime::logs::LogSink;
+use lamina_runtime::{Catalogue, Host};
+use lamina_sandbox::CgroupRoot;
+use lamina_store::{CodeStore, Observed};
+
+pub struct Engine {
+    pub invoker: Arc<dyn Invoke>,
+    pub runtimes: Runtimes,
+    running: Option<Arc<Invoker>>,
+}
+
+/// Stands in for the invoker where this host cannot build sandboxes: the control plane works,
+/// and every invocation says why nothing can run.
+struct Unavailable(String);
+
+#[async_trait::async_trait]
+impl Invoke for Unavailable {
+    async fn invoke(&self, _: InvokeRequest) -> Result<InvokeResponse> {
+        Err(Error::service(format!(
+            "This server cannot run functions: {}",
+            self.0
+        )))
+    }
+
+    async fn resolve(&self, _: &str, _: Option<&str>) -> Result<String> {
+        Err(Error::service(format!(
+            "This server cannot run functions: {}",
+            self.0
+        )))
+    }
+}
+
+impl Engine {
+    pub fn start(
+        data_dir: &Path,
+        store: Arc<Observed>,
+        code: CodeStore,
+        account: Account,
+        keep_alive: Duration,
+    ) -> anyhow::Result<Self> {
+        let catalogue =
+            Catalogue::install(&data_dir.join("runtime")).context("installing the runtimes")?;
+        let runtimes = catalogue.runtimes();
+        let host = match host(data_dir, catalogue) {
+            Ok(host) => host,
+            Err(err) => {
+                let reason = format!("{err:#}");
+                tracing::warn!(%reason, "sandboxes are unavailable; functions cannot run");
+                return Ok(Self {
+                    invoker: Arc::new(Unavailable(reason)),
+                    runtimes,
+                    running: None,
+                });
+            }
+        };
+        let invoker = Invoker::new(store.clone(), code, Arc::new(host), account, keep_alive);
+        let weak = Arc::downgrade(&invoker);
+        store.observe(move |function| {
+            if let Some(invoker) = weak.upgrade() {
+                invoker.function_changed(function);
+            }
+        });
+        let reaper = Arc::downgrade(&invoker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(
+                Duration::from_secs(5).min(keep_alive.max(Duration::from_secs(1))),
+            );
+            loop {
+                tick.tick().await;
+                let Some(invoker) = reaper.upgrade() else {
+                    break;
+                };
+                invoker.reap_idle().await;
+            }
+        });
+        Ok(Self {
+            invoker: invoker.clone(),
+            runtimes,
+            running: Some(invoker),
+        })
+    }
+
+    /// Destroys every execution environment.
+    pub async fn shutdown(&self) {
+        if let Some(invoker) = &self.running {
+            invoker.shutdown().await;
+        }
+    }
+}
+
+fn host(data_dir: &Path, catalogue: Catalogue) -> anyhow::Result<Host> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("sandboxes need root (namespaces, cgroups, mounts)");
+    }
+    let cgroups = CgroupRoot::detect().context("finding cgroups")?;
+    // A server killed with -9 leaves its instances' cgroups (their processes died with it).
+    let stale = cgroups.remove_stale().context("removing stale sandboxes")?;
+    if stale > 0 {
+        tracing::info!(removed = stale, "removed sandboxes left by an earlier run");
+    }
+    let work_dir = data_dir.join("instances");
+    if work_dir.exists() {
+        std::fs::remove_dir_all(&work_dir).context("clearing old instance directories")?;
+    }
+    std::fs::create_dir_all(&work_dir)?;
+    Ok(Host {
+        helper: std::env::current_exe().context("locating the lamina binary")?,
+        cgroups,
+        work_dir,
+        catalogue,
+        logs: LogSink::start(&data_dir.join("logs")).context("opening the log directory")?,
+    })
+}
