@@ -127,7 +127,10 @@ def make_zip(files: dict | None = None) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, body in files.items():
-            z.writestr(name, body)
+            # A fixed timestamp: the same files always make the same bytes.
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, body, zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 

@@ -110,10 +110,16 @@ pub async fn invoke(
             .await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    // Lambda hands a function `{}` when the caller sent no payload.
+    let payload = if body.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
     let request = InvokeRequest {
         function: function.name,
         qualifier,
-        payload: body,
+        payload,
         request_id,
         client_context,
         tail: tail && invocation_type == "RequestResponse",

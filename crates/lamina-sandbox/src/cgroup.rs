@@ -1,7 +1,7 @@
 //! Control groups for sandboxes: memory (no swap), CPU share, process count, and the freezer.
 //!
 //! cgroup v1 is what this project's machines run (each controller its own hierarchy); every
-//! instance gets `<controller>/<server's own cgroup>/lamina/<instance>` in each of memory, cpu,
+//! instance gets `<controller>/<server's own cgroup>/lamina/<scope>/<instance>` in each of memory, cpu,
 //! pids and freezer, so sandboxes nest under whatever limits the server itself runs with.
 //! A cgroup v2 host is detected and refused with a clear error until its backend exists.
 
@@ -34,8 +34,10 @@ fn io_context(err: io::Error, what: impl std::fmt::Display) -> io::Error {
 }
 
 impl CgroupRoot {
-    /// Finds the server's own cgroups and prepares `lamina/` beneath them.
-    pub fn detect() -> io::Result<Self> {
+    /// Finds the server's own cgroups and prepares `lamina/<scope>/` beneath them. Each server
+    /// (each data directory) has its own scope, so that one server's clean-up never touches
+    /// another's instances.
+    pub fn detect(scope: &str) -> io::Result<Self> {
         if Path::new(MOUNT).join("cgroup.controllers").exists() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -59,7 +61,8 @@ impl CgroupRoot {
             let base = Path::new(MOUNT)
                 .join(controller)
                 .join(path.trim_start_matches('/'))
-                .join("lamina");
+                .join("lamina")
+                .join(scope);
             fs::create_dir_all(&base).map_err(|e| io_context(e, base.display()))?;
             bases.push((*controller, base));
         }

@@ -8,7 +8,9 @@
 //! 1. joins the instance's cgroups, so everything it starts is limited and accounted;
 //! 2. unshares mount, PID, IPC, UTS and network namespaces and forks: the child is PID 1 of the
 //!    new PID namespace (an init that reaps orphans), and dies with the helper, which dies with
-//!    the server (`PR_SET_PDEATHSIG`), so no sandbox process outlives the server;
+//!    the server (`PR_SET_PDEATHSIG`; helpers are forked from one thread that lives as long as
+//!    the server, since the signal follows the forking *thread*), so no sandbox process outlives
+//!    the server;
 //! 3. assembles a root filesystem on a tmpfs from read-only bind mounts of the host's system
 //!    directories plus `/var/task`, `/opt` and a writable `/tmp`, mounts `/proc` and a minimal
 //!    `/dev`, and `pivot_root`s into it;
@@ -128,7 +130,7 @@ impl Sandbox {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(SandboxError::Spawn)?;
+        let mut child = on_launcher_thread(move || command.spawn()).map_err(SandboxError::Spawn)?;
         drop(theirs);
         let spec_json = serde_json::to_vec(spec).expect("a spec serializes");
         let written = child
@@ -168,6 +170,36 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// Runs `work` on the launcher thread, a thread that lives as long as the process.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked a process exits, not when its process
+/// does. Helpers forked from a pool thread would be killed when that thread retires; forked from
+/// here, they die exactly when the server does.
+fn on_launcher_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    type Job = Box<dyn FnOnce() + Send>;
+    static LAUNCHER: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
+    let launcher = LAUNCHER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("lamina-launcher".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })
+            .expect("starting the sandbox launcher thread");
+        tx
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = tx.send(work());
+    });
+    launcher
+        .send(job)
+        .expect("the launcher thread runs for the life of the process");
+    rx.recv().expect("the launcher thread answers every job")
 }
 
 fn receive_report(socket: &UnixStream) -> Result<(Report, Option<OwnedFd>), String> {

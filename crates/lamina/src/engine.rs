@@ -101,11 +101,23 @@ impl Engine {
     }
 }
 
+/// A name for this server's cgroups, derived from its data directory: stable across restarts
+/// (so a restart finds what a killed run left), distinct between servers.
+fn scope(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let canonical = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_owned());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    canonical.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 fn host(data_dir: &Path, catalogue: Catalogue) -> anyhow::Result<Host> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("sandboxes need root (namespaces, cgroups, mounts)");
     }
-    let cgroups = CgroupRoot::detect().context("finding cgroups")?;
+    let cgroups = CgroupRoot::detect(&scope(data_dir)).context("finding cgroups")?;
     // A server killed with -9 leaves its instances' cgroups (their processes died with it).
     let stale = cgroups.remove_stale().context("removing stale sandboxes")?;
     if stale > 0 {

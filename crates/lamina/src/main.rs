@@ -116,6 +116,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
     let keys = credentials::load_or_create(&data_dir)?;
     let (state, engine) = open_state(&args, &data_dir, &keys).await?;
 
@@ -147,6 +148,26 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     engine.shutdown().await;
     tracing::info!("lamina stopped");
     Ok(())
+}
+
+/// Holds an exclusive lock on the data directory for the life of the server: two servers on
+/// one directory would corrupt each other's sandboxes and code.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, err)| {
+            anyhow::anyhow!(
+                "{} is in use by another lamina server ({err})",
+                data_dir.display()
+            )
+        },
+    )
 }
 
 async fn open_state(

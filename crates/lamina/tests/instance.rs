@@ -21,7 +21,7 @@ fn fixture() -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let host = Host {
         helper: PathBuf::from(env!("CARGO_BIN_EXE_lamina")),
-        cgroups: CgroupRoot::detect().unwrap(),
+        cgroups: CgroupRoot::detect("tests").unwrap(),
         work_dir: dir.path().join("instances"),
         catalogue: Catalogue::install(&dir.path().join("runtime")).unwrap(),
         logs: LogSink::start(&dir.path().join("logs")).unwrap(),

@@ -99,7 +99,7 @@ impl Probe {
 
     /// Runs `script` in a sandbox; returns (exit code, stdout + stderr, whether OOM killed).
     fn run(&self, script: &str) -> (i32, String, bool) {
-        let root = CgroupRoot::detect().unwrap();
+        let root = CgroupRoot::detect("tests").unwrap();
         let cgroup = root.create(&unique("test"), self.limits).unwrap();
         let spec = self.spec(&cgroup, script);
         let mut sandbox = Sandbox::spawn(
@@ -282,7 +282,7 @@ fn two_sandboxes_do_not_share_tmp() {
 fn destroying_the_cgroup_kills_every_process() {
     require_root!();
     let probe = Probe::new();
-    let cgroup = CgroupRoot::detect()
+    let cgroup = CgroupRoot::detect("tests")
         .unwrap()
         .create(&unique("kill"), probe.limits)
         .unwrap();
@@ -320,7 +320,7 @@ fn destroying_the_cgroup_kills_every_process() {
 fn helper_failure_is_reported_not_hung() {
     require_root!();
     let probe = Probe::new();
-    let cgroup = CgroupRoot::detect()
+    let cgroup = CgroupRoot::detect("tests")
         .unwrap()
         .create(&unique("fail"), probe.limits)
         .unwrap();
