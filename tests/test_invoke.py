@@ -401,3 +401,53 @@ def test_cli_invoke(server):
     assert result["StatusCode"] == 200 and result["ExecutedVersion"] == "$LATEST"
     assert "START RequestId" in base64.b64decode(result["LogResult"]).decode()
     assert json.loads(Path(out_file).read_text())["event"] == {"from": "cli"}
+
+
+NODE_CJS = """
+let count = 0;
+exports.handler = async (event, context) => {
+  count += 1;
+  console.log("node says", JSON.stringify(event));
+  if (event.fail) { throw new TypeError("node failure"); }
+  return { event, count, id: context.awsRequestId, fn: context.functionName,
+           remaining: context.getRemainingTimeInMillis() > 0, node: process.version };
+};
+exports.callback = (event, context, callback) => { setTimeout(() => callback(null, { cb: event }), 10); };
+"""
+
+NODE_ESM = """
+export const handler = async (event) => ({ esm: event });
+"""
+
+
+def test_nodejs_handlers_async_callback_and_esm(lam):
+    code = make_zip({"index.js": NODE_CJS, "src/mod.mjs": NODE_ESM})
+    name = create(lam, Runtime="nodejs20.x", Handler="index.handler", Code={"ZipFile": code})["FunctionName"]
+    response, out = invoke(lam, name, {"a": 1}, LogType="Tail")
+    assert "FunctionError" not in response, out
+    assert out["event"] == {"a": 1} and out["count"] == 1
+    assert out["id"] == response["ResponseMetadata"]["RequestId"] and out["fn"] == name
+    assert out["remaining"] is True and out["node"].startswith("v20.")
+    log = base64.b64decode(response["LogResult"]).decode()
+    assert f"{out['id']}\tINFO\tnode says {{\"a\":1}}" in log
+    assert invoke(lam, name)[1]["count"] == 2
+    response, out = invoke(lam, name, {"fail": True})
+    assert response["FunctionError"] == "Unhandled"
+    assert (out["errorType"], out["errorMessage"]) == ("TypeError", "node failure")
+    assert isinstance(out["trace"], list)
+    lam.update_function_configuration(FunctionName=name, Handler="index.callback")
+    assert invoke(lam, name, {"b": 2})[1] == {"cb": {"b": 2}}
+    lam.update_function_configuration(FunctionName=name, Handler="src/mod.handler")
+    assert invoke(lam, name, {"c": 3})[1] == {"esm": {"c": 3}}
+
+
+@pytest.mark.parametrize("files,handler,error_type", [
+    ({"index.js": NODE_CJS}, "missing.handler", "Runtime.ImportModuleError"),
+    ({"index.js": NODE_CJS}, "index.nothing", "Runtime.HandlerNotFound"),
+    ({"index.js": "exports.handler = async (e) => {"}, "index.handler", "Runtime.UserCodeSyntaxError"),
+])
+def test_nodejs_init_errors(lam, files, handler, error_type):
+    name = create(lam, Runtime="nodejs20.x", Handler=handler, Code={"ZipFile": make_zip(files)})["FunctionName"]
+    response, out = invoke(lam, name)
+    assert response["FunctionError"] == "Unhandled"
+    assert out["errorType"] == error_type, out

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use lamina_core::function::Runtimes;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.mjs");
 
 /// How a runtime is started inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,7 @@ impl Catalogue {
     pub fn install(runtime_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(runtime_dir)?;
         std::fs::write(runtime_dir.join("bootstrap.py"), PYTHON_BOOTSTRAP)?;
+        std::fs::write(runtime_dir.join("bootstrap.mjs"), NODE_BOOTSTRAP)?;
         let mut launches = BTreeMap::new();
         for custom in ["provided", "provided.al2", "provided.al2023"] {
             launches.insert(custom.to_owned(), Launch::Custom);
@@ -53,6 +55,15 @@ impl Catalogue {
                     args: vec!["-S".into(), "-B".into(), "/var/runtime/bootstrap.py".into()],
                 });
             }
+            let node = Path::new(dir).join("node");
+            if let Some(major) = node_major(&node) {
+                launches
+                    .entry(format!("nodejs{major}.x"))
+                    .or_insert(Launch::Interpreter {
+                        program: node.display().to_string(),
+                        args: vec!["/var/runtime/bootstrap.mjs".into()],
+                    });
+            }
         }
         Ok(Self {
             launches,
@@ -68,4 +79,20 @@ impl Catalogue {
     pub fn runtimes(&self) -> Runtimes {
         Runtimes(self.launches.keys().cloned().collect())
     }
+}
+
+/// The major version of the Node.js at `node`, if there is one.
+fn node_major(node: &Path) -> Option<u32> {
+    let output = std::process::Command::new(node)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let version = String::from_utf8(output.stdout).ok()?;
+    version
+        .trim()
+        .strip_prefix('v')?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }

@@ -1,0 +1,173 @@
+// Lamina's Node.js runtime: a Lambda Runtime API client with Lambda's handler conventions.
+//
+// Started as `node /var/runtime/bootstrap.mjs` inside the sandbox. Handlers are `file.export`
+// (`index.handler`, `src/app.handler`); the file may be CommonJS (.js, .cjs) or an ES module
+// (.mjs, or .js under "type": "module"). Async handlers and callback handlers both work.
+
+import http from "node:http";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { format } from "node:util";
+
+const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(":");
+const PREFIX = "/2018-06-01/runtime";
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const taskRoot = process.env.LAMBDA_TASK_ROOT || "/var/task";
+
+function request(method, urlPath, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(body);
+    const req = http.request(
+      { host, port, method, path: urlPath, agent, headers: { ...headers, ...(data ? { "content-length": data.length } : {}) } },
+      (res) => {
+        const chunks = [];
+        res.on("data", (chunk) => chunks.push(chunk));
+        res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(data);
+  });
+}
+
+function errorBody(error) {
+  const err = error instanceof Error ? error : new Error(String(error));
+  return JSON.stringify({
+    errorType: err.name || "Error",
+    errorMessage: err.message,
+    trace: typeof err.stack === "string" ? err.stack.split("\n") : [],
+  });
+}
+
+class RuntimeError extends Error {
+  constructor(name, message) {
+    super(message);
+    this.name = name;
+  }
+}
+
+// Lambda's Node runtime prefixes every console line with time, request id and level.
+let currentRequestId = undefined;
+for (const [method, level] of [["log", "INFO"], ["info", "INFO"], ["warn", "WARN"], ["error", "ERROR"], ["debug", "DEBUG"], ["trace", "TRACE"]]) {
+  console[method] = (...args) => {
+    const text = format(...args).replace(/\n/g, "\r");
+    process.stdout.write(`${new Date().toISOString()}\t${currentRequestId ?? "undefined"}\t${level}\t${text}\n`);
+  };
+}
+
+async function loadHandler(spec) {
+  const dot = spec.lastIndexOf(".");
+  if (dot <= 0 || dot === spec.length - 1) {
+    throw new RuntimeError("Runtime.MalformedHandlerName", `Bad handler ${spec}`);
+  }
+  const modulePath = spec.slice(0, dot);
+  const exportPath = spec.slice(dot + 1);
+  const base = path.resolve(taskRoot, modulePath);
+  const file = [".js", ".mjs", ".cjs"].map((ext) => base + ext).find((candidate) => existsSync(candidate));
+  if (!file) {
+    throw new RuntimeError("Runtime.ImportModuleError", `Error: Cannot find module '${modulePath}'`);
+  }
+  let module;
+  try {
+    module = await import(pathToFileURL(file).href);
+  } catch (err) {
+    if (err instanceof SyntaxError) {
+      throw new RuntimeError("Runtime.UserCodeSyntaxError", `${err.name}: ${err.message}`);
+    }
+    if (err && err.code === "ERR_MODULE_NOT_FOUND") {
+      throw new RuntimeError("Runtime.ImportModuleError", `Error: ${err.message}`);
+    }
+    throw err;
+  }
+  let handler = module;
+  for (const part of exportPath.split(".")) {
+    handler = handler?.[part] ?? handler?.default?.[part];
+  }
+  if (typeof handler !== "function") {
+    throw new RuntimeError("Runtime.HandlerNotFound", `${spec} is undefined or not exported`);
+  }
+  return handler;
+}
+
+function context(headers) {
+  const deadline = Number(headers["lambda-runtime-deadline-ms"] || 0);
+  const parse = (value) => (value ? JSON.parse(value) : undefined);
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    invokedFunctionArn: headers["lambda-runtime-invoked-function-arn"],
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    awsRequestId: headers["lambda-runtime-aws-request-id"],
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: parse(headers["lambda-runtime-client-context"]),
+    identity: parse(headers["lambda-runtime-cognito-identity"]),
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+  };
+}
+
+function run(handler, event, ctx) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const callback = (err, result) => {
+      if (settled) return;
+      settled = true;
+      err ? reject(err) : resolve(result);
+    };
+    ctx.done = callback;
+    ctx.succeed = (result) => callback(null, result);
+    ctx.fail = (err) => callback(err ?? new Error("handled"));
+    try {
+      const returned = handler(event, ctx, callback);
+      if (returned && typeof returned.then === "function") {
+        returned.then((result) => callback(null, result), (err) => callback(err));
+      } else if (handler.length < 3) {
+        callback(null, returned);
+      }
+    } catch (err) {
+      callback(err);
+    }
+  });
+}
+
+async function main() {
+  let handler;
+  try {
+    handler = await loadHandler(process.env._HANDLER || "");
+  } catch (err) {
+    console.error(`${err.name}: ${err.message}`);
+    await request("POST", `${PREFIX}/init/error`, errorBody(err), {
+      "content-type": "application/json",
+      "lambda-runtime-function-error-type": err.name,
+    });
+    process.exit(1);
+  }
+  for (;;) {
+    const next = await request("GET", `${PREFIX}/invocation/next`);
+    const id = next.headers["lambda-runtime-aws-request-id"];
+    currentRequestId = id;
+    if (next.headers["lambda-runtime-trace-id"]) {
+      process.env._X_AMZN_TRACE_ID = next.headers["lambda-runtime-trace-id"];
+    }
+    let event;
+    try {
+      event = next.body.length ? JSON.parse(next.body.toString()) : undefined;
+    } catch (err) {
+      await request("POST", `${PREFIX}/invocation/${id}/error`, errorBody(new RuntimeError("Runtime.UnmarshalError", err.message)), { "content-type": "application/json" });
+      continue;
+    }
+    try {
+      const result = await run(handler, event, context(next.headers));
+      const body = result === undefined ? "null" : JSON.stringify(result);
+      await request("POST", `${PREFIX}/invocation/${id}/response`, body, { "content-type": "application/json" });
+    } catch (err) {
+      console.error(`Invoke Error \t${errorBody(err)}`);
+      await request("POST", `${PREFIX}/invocation/${id}/error`, errorBody(err), { "content-type": "application/json" });
+    }
+  }
+}
+
+main();
