@@ -451,3 +451,11 @@ def test_nodejs_init_errors(lam, files, handler, error_type):
     response, out = invoke(lam, name)
     assert response["FunctionError"] == "Unhandled"
     assert out["errorType"] == error_type, out
+
+
+def test_ephemeral_storage_sizes_tmp(lam):
+    code = make_zip({"t.py": "import os\ndef handler(e, c):\n    s = os.statvfs('/tmp')\n    return s.f_blocks * s.f_frsize >> 20\n"})
+    name = create(lam, Code={"ZipFile": code}, Handler="t.handler", EphemeralStorage={"Size": 1024})["FunctionName"]
+    assert 960 <= invoke(lam, name)[1] <= 1024
+    lam.update_function_configuration(FunctionName=name, EphemeralStorage={"Size": 600})
+    assert 560 <= invoke(lam, name)[1] <= 600

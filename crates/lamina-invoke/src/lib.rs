@@ -262,6 +262,7 @@ impl Invoker {
             runtime: version.runtime.clone(),
             handler: version.handler.clone(),
             memory_mb: version.memory_size,
+            ephemeral_storage_mb: version.ephemeral_storage,
             environment: version
                 .environment
                 .clone()

@@ -31,8 +31,10 @@ pub struct Host {
     /// The `lamina` binary, re-executed as the sandbox helper.
     pub helper: PathBuf,
     pub cgroups: CgroupRoot,
-    /// Where per-instance directories (root mount point, `/tmp`) are made.
+    /// Where per-instance directories (root mount point, `/tmp` image) are made.
     pub work_dir: PathBuf,
+    /// Where the empty `/tmp` images, one per size, are kept.
+    pub images: PathBuf,
     pub catalogue: Catalogue,
     pub logs: LogSink,
 }
@@ -45,6 +47,8 @@ pub struct InstanceConfig {
     pub runtime: String,
     pub handler: String,
     pub memory_mb: u32,
+    /// The size of `/tmp`.
+    pub ephemeral_storage_mb: u32,
     pub environment: Vec<(String, String)>,
     pub code_dir: PathBuf,
     pub log_group: String,
@@ -160,10 +164,9 @@ impl Instance {
         let stream = log_stream_name(&config.version, &id);
         let log = host.logs.stream(&config.log_group, &stream);
         let work = host.work_dir.join(&id);
-        let (root, tmp) = (work.join("root"), work.join("tmp"));
+        let (root, tmp) = (work.join("root"), work.join("tmp.img"));
         let sandbox_error = |e: std::io::Error| StartError::Sandbox(e.to_string());
         std::fs::create_dir_all(&root).map_err(sandbox_error)?;
-        std::fs::create_dir_all(&tmp).map_err(sandbox_error)?;
         let cgroup = Arc::new(
             host.cgroups
                 .create(&id, limits(config.memory_mb))
@@ -200,7 +203,16 @@ impl Instance {
             cwd: "/var/task".into(),
         };
         let helper = host.helper.clone();
+        let (images, size) = (host.images.clone(), config.ephemeral_storage_mb);
         let spawned = tokio::task::spawn_blocking(move || {
+            lamina_sandbox::tmpfs::prepare_image(
+                &images,
+                size,
+                SANDBOX_UID,
+                SANDBOX_UID,
+                &spec.tmp,
+            )
+            .map_err(|e| lamina_sandbox::SandboxError::Helper(format!("/tmp image: {e}")))?;
             Sandbox::spawn(
                 &helper,
                 &["sandbox-helper"],
@@ -295,20 +307,33 @@ impl Instance {
         if self.next.send(invocation).await.is_err() {
             return (self.exited_outcome(), None);
         }
-        let mut init_duration = None;
-        tokio::select! {
+        let mut delivered = delivered;
+        let init_duration = |at: Instant| cold.then(|| at.duration_since(self.started));
+        let delivered_at = tokio::select! {
             biased;
             outcome = &mut reply => {
-                return (outcome.unwrap_or_else(|_| self.exited_outcome()), None);
+                // Answered before this task saw the hand-off: the delivery time is still there.
+                let init = delivered.try_recv().ok().and_then(init_duration);
+                return (outcome.unwrap_or_else(|_| self.exited_outcome()), init);
             }
-            _ = delivered => {
-                if cold {
-                    init_duration = Some(self.started.elapsed());
-                }
-            }
+            at = &mut delivered => match at {
+                Ok(at) => at,
+                Err(_) => return (self.exited_outcome(), None),
+            },
             _ = exit.wait_for(Option::is_some) => return (self.exited_outcome(), None),
             _ = tokio::time::sleep(INIT_LIMIT) => return (Outcome::Timeout, None),
-        }
+        };
+        self.await_outcome(reply, exit, timeout, init_duration(delivered_at))
+            .await
+    }
+
+    async fn await_outcome(
+        &self,
+        mut reply: oneshot::Receiver<Outcome>,
+        mut exit: watch::Receiver<Option<i32>>,
+        timeout: Duration,
+        init_duration: Option<Duration>,
+    ) -> (Outcome, Option<Duration>) {
         let outcome = tokio::select! {
             biased;
             outcome = &mut reply => outcome.unwrap_or_else(|_| self.exited_outcome()),

@@ -50,7 +50,8 @@ pub enum Outcome {
 pub(crate) struct Pending {
     pub request_id: String,
     pub reply: oneshot::Sender<Outcome>,
-    pub delivered: Option<oneshot::Sender<()>>,
+    /// Told when the runtime took the invocation from `/next`.
+    pub delivered: Option<oneshot::Sender<std::time::Instant>>,
 }
 
 #[derive(Default)]
@@ -159,7 +160,7 @@ async fn next(State(channel): State<Arc<Channel>>) -> Response {
         .as_mut()
         .and_then(|p| p.delivered.take())
     {
-        let _ = delivered.send(());
+        let _ = delivered.send(std::time::Instant::now());
     }
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: &str| {

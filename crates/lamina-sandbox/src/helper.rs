@@ -289,28 +289,29 @@ fn build_root(spec: &SandboxSpec) -> Result<(), String> {
 
     let tmp = root.join("tmp");
     fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    nix::unistd::chown(
-        &spec.tmp,
-        Some(Uid::from_raw(spec.uid)),
-        Some(Gid::from_raw(spec.gid)),
-    )
-    .map_err(|e| format!("chown {}: {e}", spec.tmp.display()))?;
-    mount(
-        Some(&spec.tmp),
-        &tmp,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| mount_err("/tmp", &tmp, e))?;
-    mount(
-        None::<&str>,
-        &tmp,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        None::<&str>,
-    )
-    .map_err(|e| mount_err("/tmp options", &tmp, e))?;
+    if spec.tmp.is_file() {
+        crate::tmpfs::mount_image(&spec.tmp, &tmp)?;
+    } else {
+        let owner = (Some(Uid::from_raw(spec.uid)), Some(Gid::from_raw(spec.gid)));
+        nix::unistd::chown(&spec.tmp, owner.0, owner.1)
+            .map_err(|e| format!("chown {}: {e}", spec.tmp.display()))?;
+        mount(
+            Some(&spec.tmp),
+            &tmp,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err("/tmp", &tmp, e))?;
+        mount(
+            None::<&str>,
+            &tmp,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err("/tmp options", &tmp, e))?;
+    }
 
     let proc_dir = root.join("proc");
     fs::create_dir_all(&proc_dir).map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@
 pub mod cgroup;
 mod helper;
 mod seccomp;
+pub mod tmpfs;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -58,8 +59,8 @@ pub struct SandboxSpec {
     pub opt: Option<PathBuf>,
     /// Mounted read-only at `/var/runtime` (the platform's runtime bootstraps), when given.
     pub runtime: Option<PathBuf>,
-    /// Mounted read-write at `/tmp`: a host directory on disk, so its pages are reclaimable and
-    /// a full `/tmp` is not charged as unreclaimable memory.
+    /// Mounted read-write at `/tmp`: an ext4 image made by [`tmpfs::prepare_image`] (on disk,
+    /// of a fixed size), or else a host directory (on disk, without a size limit).
     pub tmp: PathBuf,
     pub hostname: String,
     pub uid: u32,

@@ -132,6 +132,7 @@ fn host(data_dir: &Path, catalogue: Catalogue) -> anyhow::Result<Host> {
         helper: std::env::current_exe().context("locating the lamina binary")?,
         cgroups,
         work_dir,
+        images: data_dir.join("images"),
         catalogue,
         logs: LogSink::start(&data_dir.join("logs")).context("opening the log directory")?,
     })

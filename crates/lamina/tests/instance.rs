@@ -23,6 +23,7 @@ fn fixture() -> Option<Fixture> {
         helper: PathBuf::from(env!("CARGO_BIN_EXE_lamina")),
         cgroups: CgroupRoot::detect("tests").unwrap(),
         work_dir: dir.path().join("instances"),
+        images: dir.path().join("images"),
         catalogue: Catalogue::install(&dir.path().join("runtime")).unwrap(),
         logs: LogSink::start(&dir.path().join("logs")).unwrap(),
     };
@@ -51,6 +52,7 @@ impl Fixture {
             runtime: runtime.into(),
             handler: handler.into(),
             memory_mb: 128,
+            ephemeral_storage_mb: 512,
             environment: vec![("GREETING".into(), "hi".into())],
             code_dir: code.to_owned(),
             log_group: "/aws/lambda/probe".into(),
@@ -208,5 +210,58 @@ while True:
             Outcome::Success(Bytes::from(format!("custom:{n}")))
         );
     }
+    instance.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tmp_is_sized_by_ephemeral_storage_and_not_charged_as_memory() {
+    let Some(f) = fixture() else { return };
+    let code = f.code(&[(
+        "fill.py",
+        r#"
+import os
+def handler(event, context):
+    written = 0
+    chunk = b"x" * (4 << 20)
+    try:
+        with open("/tmp/fill", "wb") as out:
+            while written < event["mb"] << 20:
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        result = "ok"
+    except OSError as e:
+        result = e.strerror
+    os.remove("/tmp/fill")
+    st = os.statvfs("/tmp")
+    return {"result": result, "written_mb": written >> 20, "size_mb": st.f_blocks * st.f_frsize >> 20}
+"#,
+    )]);
+    let instance = Instance::start(&f.host, &f.config("python3.11", "fill.handler", &code))
+        .await
+        .unwrap();
+    // 128 MB of memory, 400 MB written to /tmp: disk, not memory.
+    let (outcome, _) = instance
+        .invoke(invocation(r#"{"mb": 400}"#, Duration::from_secs(60)))
+        .await;
+    let Outcome::Success(body) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["result"], "ok", "{body}");
+    assert!(
+        (480..=512).contains(&body["size_mb"].as_u64().unwrap()),
+        "{body}"
+    );
+    // More than the 512 MB /tmp holds: the file system is full, the function lives on.
+    let (outcome, _) = instance
+        .invoke(invocation(r#"{"mb": 600}"#, Duration::from_secs(60)))
+        .await;
+    let Outcome::Success(body) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["result"], "No space left on device", "{body}");
     instance.destroy().await;
 }
