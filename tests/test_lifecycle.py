@@ -95,3 +95,19 @@ def test_kill9_leaves_no_sandbox_and_restart_cleans_up(fresh_server):
     assert "removed sandboxes left by an earlier run" in log
     lam = fresh_server.client()
     assert lam.invoke(FunctionName=name)["Payload"].read() == b"1"
+
+
+def test_idle_instances_are_frozen_between_invocations(lam):
+    marker = unique("frozen")
+    name = sleeper(lam, marker)
+    assert lam.invoke(FunctionName=name)["Payload"].read() == b"1"
+    pids = processes_with(marker)
+    assert pids
+    # State D (frozen by the cgroup freezer) or S with the freezer cgroup FROZEN.
+    def frozen(pid):
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "freezer" in controllers.split(","):
+                return Path(f"/sys/fs/cgroup/freezer{path}/freezer.state").read_text().strip()
+    assert wait_until(lambda: all(frozen(pid) == "FROZEN" for pid in pids)), [frozen(p) for p in pids]
+    assert lam.invoke(FunctionName=name)["Payload"].read() == b"2"

@@ -313,7 +313,10 @@ impl Invoke for Invoker {
         let pool = self.pool(&version);
         let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let instance = match idle {
-            Some((instance, _)) if instance.is_alive() => instance,
+            Some((instance, _)) if instance.is_alive() => {
+                instance.thaw();
+                instance
+            }
             other => {
                 if let Some((dead, _)) = other {
                     tokio::spawn(dead.destroy());
@@ -361,6 +364,7 @@ impl Invoke for Invoker {
         ));
         let reusable = matches!(result, Outcome::Success(_) | Outcome::FunctionError(_));
         if reusable && self.is_current(&pool) {
+            instance.freeze();
             pool.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

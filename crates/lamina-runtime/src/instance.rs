@@ -354,6 +354,20 @@ impl Instance {
         }
     }
 
+    /// Stops every process of the instance until [`thaw`](Self::thaw): an idle instance uses
+    /// no CPU, as in Lambda between invocations.
+    pub fn freeze(&self) {
+        if let Err(err) = self.cgroup.freeze() {
+            tracing::warn!(%err, instance = %self.id, "freezing an idle instance");
+        }
+    }
+
+    pub fn thaw(&self) {
+        if let Err(err) = self.cgroup.thaw() {
+            tracing::warn!(%err, instance = %self.id, "thawing an instance");
+        }
+    }
+
     /// Moves everything the function has written so far into its log, so that platform lines
     /// written next come after it.
     pub fn flush_output(&self) {
