@@ -459,3 +459,20 @@ def test_ephemeral_storage_sizes_tmp(lam):
     assert 960 <= invoke(lam, name)[1] <= 1024
     lam.update_function_configuration(FunctionName=name, EphemeralStorage={"Size": 600})
     assert 560 <= invoke(lam, name)[1] <= 600
+
+
+def test_rust_function_built_with_lambda_runtime(lam):
+    binary = os.environ.get("LAMINA_RUST_FUNCTION")
+    if not binary:
+        pytest.skip("scripts/test builds tests/fixtures/rust-hello and sets LAMINA_RUST_FUNCTION")
+    package = zip_with_modes({"bootstrap": (Path(binary).read_bytes(), 0o755)})
+    name = create(lam, Runtime="provided.al2023", Handler="bootstrap", Code={"ZipFile": package},
+                  MemorySize=256)["FunctionName"]
+    response, out = invoke(lam, name, {"hello": "rust"})
+    assert "FunctionError" not in response, out
+    assert out == {"rust": {"hello": "rust"}, "request_id": response["ResponseMetadata"]["RequestId"],
+                   "function_arn": ARN + name, "memory": "256"}
+    response, out = invoke(lam, name, {"fail": True})
+    assert response["FunctionError"] == "Unhandled"
+    assert out["errorMessage"] == "rust function failed on purpose"
+    assert invoke(lam, name, {"again": 1})[1]["rust"] == {"again": 1}
