@@ -55,6 +55,33 @@ impl LogSink {
         })
     }
 
+    /// Deletes log streams last written more than `age` ago, and log groups left empty.
+    /// Returns how many streams went.
+    pub fn remove_older_than(&self, age: std::time::Duration) -> std::io::Result<usize> {
+        let cutoff = std::time::SystemTime::now() - age;
+        let mut removed = 0;
+        for group in std::fs::read_dir(&self.root)? {
+            let group = group?.path();
+            if !group.is_dir() {
+                continue;
+            }
+            let mut left = 0;
+            for stream in std::fs::read_dir(&group)? {
+                let stream = stream?;
+                if stream.metadata()?.modified()? < cutoff {
+                    std::fs::remove_file(stream.path())?;
+                    removed += 1;
+                } else {
+                    left += 1;
+                }
+            }
+            if left == 0 {
+                let _ = std::fs::remove_dir(&group);
+            }
+        }
+        Ok(removed)
+    }
+
     /// The stream `stream` of log group `group` (`/aws/lambda/NAME`).
     pub fn stream(&self, group: &str, stream: &str) -> LogStream {
         let group_dir = group.trim_start_matches('/').replace('/', "_");
@@ -114,5 +141,37 @@ impl LogStream {
             captured.drain(..captured.len() - TAIL_BYTES);
         }
         captured
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_removes_old_streams_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::start(dir.path()).unwrap();
+        let old = sink.stream("/aws/lambda/a", "2020/01/01/[$LATEST]old");
+        old.line("old line");
+        let new = sink.stream("/aws/lambda/b", "2020/01/01/[$LATEST]new");
+        new.line("new line");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !(old.path.exists() && new.path.exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
+        File::options()
+            .write(true)
+            .open(&old.path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let removed = sink
+            .remove_older_than(std::time::Duration::from_secs(86_400))
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!old.path.exists() && !old.path.parent().unwrap().exists());
+        assert!(new.path.exists());
     }
 }

@@ -50,6 +50,7 @@ impl Engine {
         code: CodeStore,
         account: Account,
         keep_alive: Duration,
+        log_retention: Option<Duration>,
     ) -> anyhow::Result<Self> {
         let catalogue =
             Catalogue::install(&data_dir.join("runtime")).context("installing the runtimes")?;
@@ -66,6 +67,24 @@ impl Engine {
                 });
             }
         };
+        if let Some(retention) = log_retention {
+            let logs = host.logs.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    let logs = logs.clone();
+                    match tokio::task::spawn_blocking(move || logs.remove_older_than(retention))
+                        .await
+                    {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(removed)) => tracing::info!(removed, "removed expired log streams"),
+                        Ok(Err(err)) => tracing::warn!(%err, "log retention"),
+                        Err(_) => {}
+                    }
+                }
+            });
+        }
         let invoker = Invoker::new(store.clone(), code, Arc::new(host), account, keep_alive);
         let weak = Arc::downgrade(&invoker);
         store.observe(move |function| {

@@ -60,6 +60,9 @@ struct ServerArgs {
     /// How long an idle execution environment is kept warm, in seconds.
     #[arg(long, env = "LAMINA_INSTANCE_KEEP_ALIVE", default_value_t = 300)]
     instance_keep_alive: u64,
+    /// How many days function logs are kept (0: forever).
+    #[arg(long, env = "LAMINA_LOG_RETENTION_DAYS", default_value_t = 30)]
+    log_retention_days: u64,
     /// Log format.
     #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -196,6 +199,8 @@ async fn open_state(
         code.clone(),
         account.clone(),
         Duration::from_secs(args.instance_keep_alive),
+        (args.log_retention_days > 0)
+            .then(|| Duration::from_secs(args.log_retention_days * 86_400)),
     )?;
     let state = Arc::new(ApiState {
         store,
