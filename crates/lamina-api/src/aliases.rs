@@ -122,6 +122,7 @@ pub async fn delete(
         let changes = vec![
             Change::DeleteAlias(alias.clone()),
             Change::DeletePolicy(alias.clone()),
+            Change::DeleteProvisioned(alias.clone()),
         ];
         state
             .store

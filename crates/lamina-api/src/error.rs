@@ -77,9 +77,23 @@ fn shape(kind: ErrorKind) -> (&'static str, StatusCode, bool) {
             StatusCode::BAD_REQUEST,
             false,
         ),
+        ErrorKind::TooManyRequests(_) => (
+            "TooManyRequestsException",
+            StatusCode::TOO_MANY_REQUESTS,
+            false,
+        ),
+        ErrorKind::ProvisionedConcurrencyConfigNotFound => (
+            "ProvisionedConcurrencyConfigNotFoundException",
+            StatusCode::NOT_FOUND,
+            false,
+        ),
         ErrorKind::Service => ("ServiceException", StatusCode::INTERNAL_SERVER_ERROR, true),
     }
 }
+
+/// How long a throttled caller should wait, in seconds (`Retry-After`): concurrency frees up
+/// as invocations finish, and the scaling rate refills continuously.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 pub fn error_response(
     exception: &str,
@@ -104,6 +118,21 @@ pub fn error_response(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
+            ApiError::Lambda(Error {
+                kind: ErrorKind::TooManyRequests(reason),
+                message,
+            }) => {
+                let body = json!({ "Type": "User", "message": message, "Reason": reason.as_str() });
+                let mut response =
+                    (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    "x-amzn-ErrorType",
+                    HeaderValue::from_static("TooManyRequestsException"),
+                );
+                headers.insert("Retry-After", HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                response
+            }
             ApiError::Lambda(err) => {
                 let (exception, status, capitalised) = shape(err.kind);
                 error_response(exception, status, &err.message, capitalised)

@@ -450,6 +450,7 @@ pub async fn delete(
                 vec![
                     Change::DeleteVersion(version.to_owned()),
                     Change::DeletePolicy(version.to_owned()),
+                    Change::DeleteProvisioned(version.to_owned()),
                 ]
             }
             Some(_) => {

@@ -13,6 +13,7 @@ mod error;
 mod functions;
 mod invoke;
 mod permissions;
+mod provisioned;
 mod render;
 mod settings;
 pub mod sigv4;
@@ -28,6 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use lamina_core::arn::Account;
+use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_core::function::Runtimes;
 use lamina_core::{Error, ErrorKind};
 use lamina_store::{CodeStore, MetadataStore};
@@ -37,14 +39,6 @@ pub use error::{ApiError, ApiResult};
 /// The largest request body accepted: a 50 MiB zip, base64-encoded, as Lambda allows for a
 /// direct upload (`69905067` bytes), plus room for the JSON around it.
 pub const MAX_REQUEST_BYTES: usize = 69_905_067 + 64 * 1024;
-
-/// Concurrency figures the account reports and enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct ConcurrencyLimits {
-    pub account: u32,
-    /// What must stay unreserved; Lambda keeps 100.
-    pub min_unreserved: u32,
-}
 
 /// What every handler shares. Built once at start-up.
 pub struct ApiState {
@@ -128,6 +122,12 @@ pub fn app(state: SharedState) -> Router {
         .route(
             "/2019-09-30/functions/{function}/concurrency",
             get(settings::get_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{function}/provisioned-concurrency",
+            get(provisioned::get_or_list)
+                .put(provisioned::put)
+                .delete(provisioned::delete),
         )
         .route(code_location::ROUTE, get(code_location::download))
         .route("/_lamina/health", get(|| async { "ok" }))

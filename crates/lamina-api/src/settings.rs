@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lamina_core::arn::FunctionRef;
-use lamina_core::{Error, validate};
+use lamina_core::{Error, concurrency, validate};
 use lamina_store::{Change, Expect};
 use serde::Deserialize;
 use serde_json::json;
@@ -115,20 +115,10 @@ pub async fn put_concurrency(
             request.reserved_concurrent_executions
         ))
     })?;
-    let limits = state.concurrency;
     retrying!({
         let (mut function, generation) = load(&state, &name).await?;
-        let others = state.store.usage().await?.reserved_concurrency
-            - u64::from(function.reserved_concurrency.unwrap_or(0));
-        let unreserved = i64::from(limits.account) - others as i64 - i64::from(reserved);
-        if unreserved < i64::from(limits.min_unreserved) {
-            return Err(Error::invalid_parameter(format!(
-                "Specified ReservedConcurrentExecutions for function decreases account's \
-                 UnreservedConcurrentExecution below its minimum value of [{}].",
-                limits.min_unreserved
-            ))
-            .into());
-        }
+        let allocations = state.store.allocations().await?;
+        concurrency::check_reserved(state.concurrency, &allocations, &name, reserved)?;
         function.reserved_concurrency = Some(reserved);
         let changes = vec![Change::PutFunction(function)];
         state
@@ -180,7 +170,7 @@ const TOTAL_CODE_SIZE: u64 = 80_530_636_800;
 pub async fn account_settings(State(state): State<SharedState>) -> ApiResult<Response> {
     let usage = state.store.usage().await?;
     let limits = state.concurrency;
-    let unreserved = u64::from(limits.account).saturating_sub(usage.reserved_concurrency);
+    let unreserved = concurrency::unreserved_reported(limits, &state.store.allocations().await?);
     Ok(json(
         StatusCode::OK,
         json!({

@@ -7,8 +7,9 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use lamina_api::{ApiState, ConcurrencyLimits, sigv4::Keyring};
+use lamina_api::{ApiState, sigv4::Keyring};
 use lamina_core::arn::Account;
+use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_core::function::Runtimes;
 use lamina_store::{CodeStore, SqliteStore};
 use serde_json::{Value, json};

@@ -19,8 +19,32 @@ pub enum ErrorKind {
     RequestTooLarge,
     CodeStorageExceeded,
     PolicyLengthExceeded,
+    /// The invocation was throttled: a concurrency limit or the scaling rate was reached.
+    TooManyRequests(ThrottleReason),
+    /// A provisioned concurrency configuration that does not exist.
+    ProvisionedConcurrencyConfigNotFound,
     /// A fault of the platform, not of the request.
     Service,
+}
+
+/// Why an invocation was throttled: `TooManyRequestsException.Reason` of the API model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThrottleReason {
+    /// The account's unreserved concurrency is in use (or cannot grow fast enough).
+    ConcurrentInvocationLimitExceeded,
+    /// The function's reserved concurrency is in use; reserved 0 throttles everything.
+    ReservedFunctionConcurrentInvocationLimitExceeded,
+}
+
+impl ThrottleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConcurrentInvocationLimitExceeded => "ConcurrentInvocationLimitExceeded",
+            Self::ReservedFunctionConcurrentInvocationLimitExceeded => {
+                "ReservedFunctionConcurrentInvocationLimitExceeded"
+            }
+        }
+    }
 }
 
 /// A domain error: its kind and a message for the client.
@@ -67,6 +91,11 @@ impl Error {
 
     pub fn service(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Service, message)
+    }
+
+    /// A throttled invocation, worded as Lambda words it.
+    pub fn throttled(reason: ThrottleReason) -> Self {
+        Self::new(ErrorKind::TooManyRequests(reason), "Rate Exceeded.")
     }
 
     /// The message for a `RevisionId` that no longer matches, as Lambda words it.

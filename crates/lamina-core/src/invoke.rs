@@ -34,4 +34,79 @@ pub trait Invoke: Send + Sync + 'static {
 
     /// Checks that the function and qualifier exist without running anything (DryRun).
     async fn resolve(&self, function: &str, qualifier: Option<&str>) -> Result<String>;
+
+    /// The allocation of `function:qualifier`'s provisioned concurrency, once the engine has
+    /// taken up its configuration.
+    fn provisioned(&self, _function: &str, _qualifier: &str) -> Option<ProvisionedStatus> {
+        None
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics::default()
+    }
+}
+
+/// Where a provisioned concurrency configuration's allocation stands (`Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisionedState {
+    InProgress,
+    Ready,
+    Failed,
+}
+
+impl ProvisionedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Ready => "READY",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// The live side of a provisioned concurrency configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedStatus {
+    /// The request the engine is working to: it may lag the stored configuration briefly.
+    pub requested: u32,
+    /// Execution environments initialised for it (busy or idle).
+    pub allocated: u32,
+    /// Of those, how many are ready to take an invocation now.
+    pub available: u32,
+    pub state: ProvisionedState,
+    /// Why the allocation failed.
+    pub reason: Option<String>,
+}
+
+/// Concurrency figures of one function, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunctionMetrics {
+    pub function: String,
+    pub reserved: Option<u32>,
+    /// Invocations running now.
+    pub in_use: u32,
+    pub provisioned_requested: u32,
+    pub provisioned_allocated: u32,
+    pub invocations: u64,
+    pub throttles: u64,
+    pub cold_starts: u64,
+    /// Execution environments alive, busy or idle.
+    pub instances: u32,
+}
+
+/// Concurrency figures of the account and each function that has run or holds concurrency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub account_limit: u32,
+    /// What on-demand invocations of unreserved functions may use now.
+    pub unreserved_capacity: u32,
+    pub in_use: u32,
+    pub unreserved_in_use: u32,
+    pub throttles: u64,
+    /// Pre-built sandboxes waiting for a function.
+    pub sandboxes_ready: u32,
+    /// Memory promised to execution environments, against the budget, in MB.
+    pub memory_committed_mb: u64,
+    pub memory_budget_mb: u64,
+    pub functions: Vec<FunctionMetrics>,
 }

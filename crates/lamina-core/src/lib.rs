@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arn;
+pub mod concurrency;
 pub mod error;
 pub mod function;
 pub mod invoke;
@@ -13,4 +14,4 @@ pub mod policy;
 pub mod time;
 pub mod validate;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, ThrottleReason};

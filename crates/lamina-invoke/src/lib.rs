@@ -1,55 +1,101 @@
 //! The invoker every trigger calls: resolves a function and qualifier to a version (an alias's
-//! weighted routing included), takes an idle instance of that version or starts one, runs the
-//! invocation, writes the platform's log lines, and turns the outcome into what Lambda returns.
+//! weighted routing included), admits the invocation through the concurrency gate (account
+//! limit, reserved concurrency, scaling rate), takes a provisioned instance, an idle one, or
+//! starts one within the memory budget, runs the invocation, writes the platform's log lines,
+//! and turns the outcome into what Lambda returns.
 //!
 //! Architecture invariant: knows nothing of HTTP framing. The warm path reads no store (resolved
-//! versions are cached and dropped when the store reports a commit to the function) and holds no
-//! lock across functions but a read lock on the pool map.
+//! versions are cached and dropped when the store reports a commit to the function), touches no
+//! disk, and holds no lock across functions but read locks on the route and pool maps; the
+//! store is read again only to reconcile after a commit, off the invocation path.
 #![forbid(unsafe_code)]
 
+mod gate;
+pub mod keep_alive;
 mod outcome;
+mod pool;
+mod provisioned;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use lamina_core::arn::{Account, LATEST};
+use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_core::function::Version;
-use lamina_core::invoke::{Invoke, InvokeRequest, InvokeResponse};
-use lamina_core::{Error, Result};
-use lamina_runtime::{Host, Instance, InstanceConfig, Invocation, Outcome};
+use lamina_core::invoke::{
+    FunctionMetrics, Invoke, InvokeRequest, InvokeResponse, Metrics, ProvisionedStatus,
+};
+use lamina_core::{Error, Result, ThrottleReason};
+use lamina_runtime::{Host, InitType, Instance, InstanceConfig, Invocation, Outcome};
 use lamina_store::{CodeStore, MetadataStore};
+use tokio::sync::Semaphore;
 
-/// The instances of one version of one function, at one configuration revision.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
-    function: String,
-    version: String,
-    revision: String,
-}
+use gate::{FunctionState, Gate, Permit};
+use keep_alive::KeepAlivePolicy;
+use pool::{MemoryBudget, Pool, PoolKey};
+use provisioned::ProvisionedSet;
 
-struct Pool {
-    version: Arc<Version>,
-    idle: Mutex<Vec<(Instance, Instant)>>,
+pub use lamina_runtime::logs::TAIL_BYTES;
+pub use pool::FREEZE_AFTER;
+
+/// How the invoker scales.
+pub struct Settings {
+    pub limits: ConcurrencyLimits,
+    /// New execution environments a function may gain per 10 seconds (Lambda: 1,000).
+    pub scale_out_per_10s: u32,
+    /// Memory that execution environments may be promised in all, in MB.
+    pub memory_budget_mb: u64,
+    pub keep_alive: Arc<dyn KeepAlivePolicy>,
 }
 
 /// A resolved qualifier: the primary version and, for a weighted alias, the other one.
 #[derive(Clone)]
 struct Route {
+    function: Arc<FunctionState>,
     primary: Arc<Version>,
     additional: Option<(Arc<Version>, f64)>,
 }
 
+/// Where an instance running an invocation goes back to.
+enum Home {
+    Pool(Arc<Pool>),
+    Provisioned(Arc<ProvisionedSet>),
+}
+
+/// Provisioned instances initialise at most this many at a time, so a large configuration
+/// does not starve invocations of CPU.
+const PARALLEL_PROVISIONING: usize = 4;
+
 pub struct Invoker {
+    this: Weak<Invoker>,
     store: Arc<dyn MetadataStore>,
     code: CodeStore,
     host: Arc<Host>,
     account: Account,
+    settings: Settings,
+    gate: Arc<Gate>,
+    budget: MemoryBudget,
+    functions: RwLock<HashMap<String, Arc<FunctionState>>>,
     routes: RwLock<HashMap<(String, String), Route>>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
-    keep_alive: Duration,
+    provisioned: RwLock<HashMap<(String, String), Arc<ProvisionedSet>>>,
+    provisioning: Arc<Semaphore>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn store_error(err: lamina_store::StoreError) -> Error {
+    Error::service(err.to_string())
 }
 
 impl Invoker {
@@ -58,92 +104,323 @@ impl Invoker {
         code: CodeStore,
         host: Arc<Host>,
         account: Account,
-        keep_alive: Duration,
+        settings: Settings,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             store,
             code,
             host,
             account,
+            gate: Gate::new(settings.limits),
+            budget: MemoryBudget::new(settings.memory_budget_mb),
+            settings,
+            functions: RwLock::default(),
             routes: RwLock::default(),
             pools: RwLock::default(),
-            keep_alive,
+            provisioned: RwLock::default(),
+            provisioning: Arc::new(Semaphore::new(PARALLEL_PROVISIONING)),
         })
     }
 
-    /// Forgets what is cached of `function` and retires its idle instances: called after every
-    /// commit to it, so a changed configuration or code never runs on an old instance.
+    /// Takes up what the store holds at start: every reservation, and the provisioned
+    /// concurrency to allocate.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        let allocations = self.store.allocations().await.map_err(store_error)?;
+        for allocation in &allocations {
+            let function = self.function_state(&allocation.function);
+            self.gate
+                .set_allocation(&function, allocation.reserved, allocation.provisioned);
+        }
+        for allocation in allocations.into_iter().filter(|a| a.provisioned > 0) {
+            self.reconcile(&allocation.function).await;
+        }
+        Ok(())
+    }
+
+    fn function_state(&self, name: &str) -> Arc<FunctionState> {
+        if let Some(state) = read(&self.functions).get(name) {
+            return state.clone();
+        }
+        write(&self.functions)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(FunctionState::new(name, self.settings.scale_out_per_10s)))
+            .clone()
+    }
+
+    /// Called after every commit to `function`: forgets its resolved qualifiers at once, so the
+    /// next invocation runs what was committed, then brings pools, reservations and provisioned
+    /// concurrency in line with the store in the background.
     pub fn function_changed(self: &Arc<Self>, function: &str) {
-        self.routes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(f, _), _| f != function);
+        write(&self.routes).retain(|(f, _), _| f != function);
+        let invoker = self.clone();
+        let function = function.to_owned();
+        tokio::spawn(async move { invoker.reconcile(&function).await });
+    }
+
+    /// Brings what the invoker holds of `function` in line with the store: its reservation,
+    /// pools of versions that no longer exist (or changed), and its provisioned concurrency.
+    async fn reconcile(self: &Arc<Self>, name: &str) {
+        let function = self.function_state(name);
+        let _serialised = function.reconciling.lock().await;
+        let record = match self.store.function(name).await {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(%err, function = name, "reconciling a function");
+                return;
+            }
+        };
+        let Some((record, _)) = record else {
+            self.gate.set_allocation(&function, None, 0);
+            self.retire_pools(|key| key.function == name);
+            self.retire_provisioned(|key| key.0 == name);
+            self.settings.keep_alive.forget(name);
+            write(&self.functions).remove(name);
+            return;
+        };
+        let (versions, configs) = match (
+            self.store.versions(name).await,
+            self.store.provisioned(name).await,
+        ) {
+            (Ok(versions), Ok(configs)) => (versions, configs),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(%err, function = name, "reconciling a function");
+                return;
+            }
+        };
+        let current: HashSet<PoolKey> = versions.iter().map(PoolKey::of).collect();
+        self.retire_pools(|key| key.function == name && !current.contains(key));
+        let provisioned_total = configs.iter().map(|c| c.requested).sum();
+        self.gate
+            .set_allocation(&function, record.reserved_concurrency, provisioned_total);
+
+        let mut wanted = HashSet::new();
+        for config in configs {
+            let version = match self.resolve_version(name, &config.qualifier).await {
+                Ok(Some(version)) => version,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, function = name, "reconciling provisioned concurrency");
+                    continue;
+                }
+            };
+            let key = (name.to_owned(), config.qualifier.clone());
+            wanted.insert(key.clone());
+            let existing = read(&self.provisioned).get(&key).cloned();
+            let set = match existing {
+                Some(set)
+                    if PoolKey::of(&set.version) == PoolKey::of(&version) && !set.failed() =>
+                {
+                    set.set_requested(config.requested);
+                    for instance in set.surplus() {
+                        self.retire(&function, instance);
+                    }
+                    set
+                }
+                _ => {
+                    let set = ProvisionedSet::new(
+                        function.clone(),
+                        &config.qualifier,
+                        Arc::new(version),
+                        config.requested,
+                    );
+                    if let Some(old) = write(&self.provisioned).insert(key, set.clone()) {
+                        for instance in old.retire() {
+                            self.retire(&function, instance);
+                        }
+                    }
+                    set
+                }
+            };
+            self.fill(&set);
+        }
+        self.retire_provisioned(|key| key.0 == name && !wanted.contains(key));
+    }
+
+    /// The version a version number or alias names now (an alias's primary version).
+    async fn resolve_version(&self, function: &str, qualifier: &str) -> Result<Option<Version>> {
+        let number = if qualifier.bytes().all(|b| b.is_ascii_digit()) {
+            qualifier.to_owned()
+        } else {
+            match self.store.alias(function, qualifier).await {
+                Ok(Some(alias)) => alias.function_version,
+                Ok(None) => return Ok(None),
+                Err(err) => return Err(store_error(err)),
+            }
+        };
+        self.store
+            .version(function, &number)
+            .await
+            .map_err(store_error)
+    }
+
+    fn retire_pools(&self, which: impl Fn(&PoolKey) -> bool) {
         let retired: Vec<Arc<Pool>> = {
-            let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
-            let keys: Vec<PoolKey> = pools
-                .keys()
-                .filter(|k| k.function == function)
-                .cloned()
-                .collect();
+            let mut pools = write(&self.pools);
+            let keys: Vec<PoolKey> = pools.keys().filter(|k| which(k)).cloned().collect();
             keys.iter().filter_map(|k| pools.remove(k)).collect()
         };
         for pool in retired {
-            let idle: Vec<_> = pool
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..)
-                .collect();
-            for (instance, _) in idle {
-                tokio::spawn(instance.destroy());
+            for instance in pool.idle.drain() {
+                self.retire(&pool.function, instance);
             }
         }
     }
 
-    /// Destroys idle instances unused for longer than the keep-alive. Run periodically.
-    pub async fn reap_idle(&self) {
-        let pools: Vec<Arc<Pool>> = self
-            .pools
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+    fn retire_provisioned(&self, which: impl Fn(&(String, String)) -> bool) {
+        let retired: Vec<Arc<ProvisionedSet>> = {
+            let mut sets = write(&self.provisioned);
+            let keys: Vec<_> = sets.keys().filter(|k| which(k)).cloned().collect();
+            keys.iter().filter_map(|k| sets.remove(k)).collect()
+        };
+        for set in retired {
+            for instance in set.retire() {
+                self.retire(&set.function, instance);
+            }
+        }
+    }
+
+    /// Destroys an instance in the background and gives its memory back.
+    fn retire(&self, function: &FunctionState, instance: Instance) {
+        function.instances.fetch_sub(1, Ordering::Relaxed);
+        let memory = u64::from(instance.memory_mb);
+        self.budget.releasing(memory);
+        let invoker = self.this.clone();
+        tokio::spawn(async move {
+            instance.destroy().await;
+            if let Some(invoker) = invoker.upgrade() {
+                invoker.budget.released(memory);
+            }
+        });
+    }
+
+    /// Starts the instances `set` still lacks, in the background.
+    fn fill(self: &Arc<Self>, set: &Arc<ProvisionedSet>) {
+        for _ in 0..set.wanted() {
+            set.starting();
+            let (invoker, set) = (self.clone(), set.clone());
+            tokio::spawn(async move { invoker.provision_one(&set).await });
+        }
+    }
+
+    async fn provision_one(&self, set: &Arc<ProvisionedSet>) {
+        let Ok(_turn) = self.provisioning.clone().acquire_owned().await else {
+            return;
+        };
+        if set.is_retired() {
+            set.init_failed("the configuration was replaced".into());
+            return;
+        }
+        let memory = u64::from(set.version.memory_size);
+        if !self.reserve_memory(memory).await {
+            set.init_failed(format!(
+                "INSUFFICIENT_MEMORY: the host's memory budget ({} MB) has no room for another \
+                 {memory} MB execution environment",
+                self.budget.limit_mb()
+            ));
+            return;
+        }
+        let config = self.instance_config(&set.version, InitType::Provisioned);
+        let instance = match Instance::start(&self.host, &config).await {
+            Ok(instance) => instance,
+            Err(err) => {
+                self.budget.release(memory);
+                set.init_failed(format!("FUNCTION_ERROR_INIT_FAILURE: {err}"));
+                return;
+            }
+        };
+        set.function.instances.fetch_add(1, Ordering::Relaxed);
+        match instance.initialise().await {
+            Ok(took) => {
+                tracing::debug!(
+                    function = %set.function.name,
+                    qualifier = %set.qualifier,
+                    init_ms = took.as_secs_f64() * 1000.0,
+                    "provisioned an execution environment"
+                );
+                if let Some(instance) = set.initialised(instance) {
+                    self.retire(&set.function, instance);
+                }
+            }
+            Err(outcome) => {
+                instance.flush_output();
+                set.init_failed(provisioned::failure_reason(&outcome));
+                self.retire(&set.function, instance);
+            }
+        }
+    }
+
+    /// Reserves `mb` of the memory budget, evicting idle on-demand instances (longest idle
+    /// first, any function) while that makes room. Fails when nothing is idle and nothing is
+    /// on its way back.
+    async fn reserve_memory(&self, mb: u64) -> bool {
+        loop {
+            if self.budget.try_reserve(mb) {
+                return true;
+            }
+            if self.budget.releasing_mb() == 0 && !self.evict_one() {
+                return false;
+            }
+            // An instance is being destroyed; its memory comes back within milliseconds.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Destroys the on-demand instance idle the longest; false when none is idle.
+    fn evict_one(&self) -> bool {
+        let oldest = read(&self.pools)
             .values()
-            .cloned()
-            .collect();
+            .filter_map(|pool| pool.idle.oldest().map(|since| (since, pool.clone())))
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, pool)| pool);
+        let Some(pool) = oldest else { return false };
+        match pool.idle.take_oldest() {
+            Some(instance) => {
+                tracing::debug!(instance = %instance.id, "evicting an idle instance for memory");
+                self.retire(&pool.function, instance);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Freezes instances that have been idle for [`FREEZE_AFTER`]. Run every few milliseconds.
+    pub fn freeze_idle(&self) {
+        let now = Instant::now();
+        for pool in read(&self.pools).values() {
+            pool.idle.freeze_settled(now);
+        }
+        for set in read(&self.provisioned).values() {
+            set.idle.freeze_settled(now);
+        }
+    }
+
+    /// Destroys on-demand instances idle for longer than their function's keep-alive. Run
+    /// periodically. Provisioned instances are kept for as long as their configuration.
+    pub fn reap_idle(&self) {
+        let now = Instant::now();
+        let pools: Vec<Arc<Pool>> = read(&self.pools).values().cloned().collect();
         for pool in pools {
-            let expired: Vec<Instance> = {
-                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let (keep, expired): (Vec<_>, Vec<_>) = idle
-                    .drain(..)
-                    .partition(|(_, since)| since.elapsed() < self.keep_alive);
-                *idle = keep;
-                expired.into_iter().map(|(i, _)| i).collect()
-            };
-            for instance in expired {
+            let keep_alive = self.settings.keep_alive.keep_alive(&pool.function.name);
+            for instance in pool.idle.expired(now, keep_alive) {
                 tracing::debug!(instance = %instance.id, "reaping an idle instance");
-                instance.destroy().await;
+                self.retire(&pool.function, instance);
             }
         }
     }
 
     /// Destroys every idle instance (shutdown). Busy ones are destroyed when they finish.
     pub async fn shutdown(&self) {
-        let pools: Vec<Arc<Pool>> = self
-            .pools
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
-        for pool in pools {
-            let idle: Vec<_> = pool
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..)
-                .collect();
-            for (instance, _) in idle {
-                instance.destroy().await;
-            }
+        let pools: Vec<Arc<Pool>> = write(&self.pools).drain().map(|(_, p)| p).collect();
+        let sets: Vec<Arc<ProvisionedSet>> =
+            write(&self.provisioned).drain().map(|(_, s)| s).collect();
+        let idle = pools
+            .iter()
+            .flat_map(|pool| pool.idle.drain())
+            .chain(sets.iter().flat_map(|set| set.retire()));
+        let destroying: Vec<_> = idle.map(|instance| instance.destroy()).collect();
+        for destroy in destroying {
+            destroy.await;
         }
     }
 
@@ -164,34 +441,36 @@ impl Invoker {
         match self.store.version(function, version).await {
             Ok(Some(v)) => Ok(Arc::new(v)),
             Ok(None) => Err(self.not_found(function, named)),
-            Err(err) => Err(Error::service(err.to_string())),
+            Err(err) => Err(store_error(err)),
         }
     }
 
     async fn route(&self, function: &str, qualifier: Option<&str>) -> Result<Route> {
         let key = (function.to_owned(), qualifier.unwrap_or(LATEST).to_owned());
-        if let Some(route) = self
-            .routes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(route) = read(&self.routes).get(&key) {
             return Ok(route.clone());
         }
-        let route = match qualifier {
-            None | Some(LATEST) => Route {
-                primary: self.load_version(function, LATEST, qualifier).await?,
-                additional: None,
-            },
-            Some(q) if q.bytes().all(|b| b.is_ascii_digit()) => Route {
-                primary: self.load_version(function, q, qualifier).await?,
-                additional: None,
-            },
+        let record = match self.store.function(function).await {
+            Ok(Some((record, _))) => record,
+            Ok(None) => return Err(self.not_found(function, qualifier)),
+            Err(err) => return Err(store_error(err)),
+        };
+        let state = self.function_state(function);
+        self.gate.set_allocation(
+            &state,
+            record.reserved_concurrency,
+            self.gate.provisioned_of(function),
+        );
+        let (primary, additional) = match qualifier {
+            None | Some(LATEST) => (self.load_version(function, LATEST, qualifier).await?, None),
+            Some(q) if q.bytes().all(|b| b.is_ascii_digit()) => {
+                (self.load_version(function, q, qualifier).await?, None)
+            }
             Some(alias) => {
                 let alias = match self.store.alias(function, alias).await {
                     Ok(Some(a)) => a,
                     Ok(None) => return Err(self.not_found(function, qualifier)),
-                    Err(err) => return Err(Error::service(err.to_string())),
+                    Err(err) => return Err(store_error(err)),
                 };
                 let primary = self
                     .load_version(function, &alias.function_version, qualifier)
@@ -203,59 +482,54 @@ impl Invoker {
                         *weight,
                     ));
                 }
-                Route {
-                    primary,
-                    additional,
-                }
+                (primary, additional)
             }
         };
-        self.routes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, route.clone());
+        let route = Route {
+            function: state,
+            primary,
+            additional,
+        };
+        write(&self.routes).insert(key, route.clone());
         Ok(route)
     }
 
-    fn pool(&self, version: &Arc<Version>) -> Arc<Pool> {
-        let key = PoolKey {
-            function: version.function_name.clone(),
-            version: version.version.clone(),
-            revision: version.revision_id.clone(),
-        };
-        if let Some(pool) = self
-            .pools
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+    fn pool(&self, version: &Arc<Version>, function: &Arc<FunctionState>) -> Arc<Pool> {
+        let key = PoolKey::of(version);
+        if let Some(pool) = read(&self.pools).get(&key) {
             return pool.clone();
         }
-        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
-        pools
+        write(&self.pools)
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Pool {
                     version: version.clone(),
-                    idle: Mutex::new(Vec::new()),
+                    function: function.clone(),
+                    idle: Default::default(),
                 })
             })
             .clone()
     }
 
     fn is_current(&self, pool: &Arc<Pool>) -> bool {
-        let key = PoolKey {
-            function: pool.version.function_name.clone(),
-            version: pool.version.version.clone(),
-            revision: pool.version.revision_id.clone(),
-        };
-        self.pools
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+        read(&self.pools)
+            .get(&PoolKey::of(&pool.version))
             .is_some_and(|current| Arc::ptr_eq(current, pool))
     }
 
-    fn instance_config(&self, version: &Version) -> InstanceConfig {
+    /// The provisioned set serving invocations of `qualifier` that were routed to `version`.
+    fn provisioned_for(
+        &self,
+        function: &str,
+        qualifier: &str,
+        version: &Version,
+    ) -> Option<Arc<ProvisionedSet>> {
+        let sets = read(&self.provisioned);
+        let set = sets.get(&(function.to_owned(), qualifier.to_owned()))?;
+        (PoolKey::of(&set.version) == PoolKey::of(version)).then(|| set.clone())
+    }
+
+    fn instance_config(&self, version: &Version, init_type: InitType) -> InstanceConfig {
         InstanceConfig {
             function_name: version.function_name.clone(),
             version: version.version.clone(),
@@ -272,7 +546,123 @@ impl Invoker {
             code_dir: self.code.unpacked_dir(&version.code.sha256),
             log_group: version.logging.log_group.clone(),
             region: self.account.region.clone(),
+            init_type,
         }
+    }
+
+    /// An instance for an admitted on-demand invocation: an idle one, or a new one if the
+    /// scaling rate and the memory budget allow.
+    async fn on_demand(
+        &self,
+        pool: &Arc<Pool>,
+        request: &InvokeRequest,
+    ) -> Result<std::result::Result<Instance, InvokeResponse>> {
+        let (idle, dead) = pool.idle.take();
+        for instance in dead {
+            self.retire(&pool.function, instance);
+        }
+        if let Some(instance) = idle {
+            return Ok(Ok(instance));
+        }
+        let function = &pool.function;
+        if !function.may_scale_out() {
+            let reason = self
+                .gate
+                .throttled(function, Gate::scaling_reason(function));
+            return Err(Error::throttled(reason));
+        }
+        let memory = u64::from(pool.version.memory_size);
+        if !self.reserve_memory(memory).await {
+            tracing::warn!(
+                function = %function.name,
+                budget_mb = self.budget.limit_mb(),
+                "no memory for another execution environment; throttling"
+            );
+            let reason = self
+                .gate
+                .throttled(function, ThrottleReason::ConcurrentInvocationLimitExceeded);
+            return Err(Error::throttled(reason));
+        }
+        let config = self.instance_config(&pool.version, InitType::OnDemand);
+        match Instance::start(&self.host, &config).await {
+            Ok(instance) => {
+                function.cold_starts.fetch_add(1, Ordering::Relaxed);
+                function.instances.fetch_add(1, Ordering::Relaxed);
+                Ok(Ok(instance))
+            }
+            Err(err) => {
+                self.budget.release(memory);
+                outcome::start_failure(request, &pool.version, err).map(Err)
+            }
+        }
+    }
+
+    /// Where `instance` goes after an invocation that ended with `outcome`.
+    fn release(self: &Arc<Self>, home: Home, instance: Instance, outcome: &Outcome) {
+        let reusable = matches!(outcome, Outcome::Success(_) | Outcome::FunctionError(_));
+        match home {
+            Home::Pool(pool) => {
+                if reusable && self.is_current(&pool) {
+                    pool.idle.put(instance);
+                } else {
+                    self.retire(&pool.function, instance);
+                }
+            }
+            Home::Provisioned(set) => {
+                if let Some(instance) = set.put(instance, reusable) {
+                    self.retire(&set.function, instance);
+                    // A lost provisioned instance is replaced, as in Lambda.
+                    self.fill(&set);
+                }
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        request: &InvokeRequest,
+        version: &Version,
+        instance: &Instance,
+    ) -> (InvokeResponse, Outcome) {
+        let invoked_arn = match &request.qualifier {
+            Some(q) => self.account.qualified_arn(&request.function, q),
+            None => self.account.function_arn(&request.function),
+        };
+        let invocation = Invocation {
+            request_id: request.request_id.clone(),
+            payload: request.payload.clone(),
+            invoked_arn,
+            client_context: request.client_context.clone(),
+            trace_id: trace_id(),
+            timeout: Duration::from_secs(u64::from(version.timeout)),
+        };
+        let log = &instance.log;
+        if request.tail {
+            log.begin_capture();
+        }
+        log.line(&format!(
+            "START RequestId: {} Version: {}",
+            request.request_id, version.version
+        ));
+        let started = Instant::now();
+        let (result, init) = instance.invoke(invocation).await;
+        let duration = started.elapsed().saturating_sub(init.unwrap_or_default());
+        instance.flush_output();
+        let mut response = outcome::respond(request, version, &result);
+        if let Some(line) = outcome::log_line(request, version, &result) {
+            log.line(&line);
+        }
+        log.line(&format!("END RequestId: {}", request.request_id));
+        log.line(&outcome::report(
+            &request.request_id,
+            duration,
+            init,
+            instance,
+        ));
+        if request.tail {
+            response.log_tail = Some(log.end_capture());
+        }
+        (response, result)
     }
 }
 
@@ -306,81 +696,104 @@ impl Invoke for Invoker {
     }
 
     async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse> {
+        let this = self
+            .this
+            .upgrade()
+            .ok_or_else(|| Error::service("the server is stopping"))?;
         let route = self
             .route(&request.function, request.qualifier.as_deref())
             .await?;
         let version = choose(&route);
-        let pool = self.pool(&version);
-        let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let instance = match idle {
-            Some((instance, _)) if instance.is_alive() => {
-                instance.thaw();
-                instance
-            }
-            other => {
-                if let Some((dead, _)) = other {
-                    tokio::spawn(dead.destroy());
+        let function = &route.function;
+        self.settings
+            .keep_alive
+            .invoked(&function.name, Instant::now());
+        let set = request
+            .qualifier
+            .as_deref()
+            .and_then(|q| self.provisioned_for(&function.name, q, &version));
+        let provisioned = set.as_ref().and_then(|set| {
+            let (instance, dead) = set.idle.take();
+            for instance in dead {
+                if let Some(instance) = set.put(instance, false) {
+                    self.retire(function, instance);
                 }
-                match Instance::start(&self.host, &self.instance_config(&version)).await {
-                    Ok(instance) => instance,
-                    Err(err) => return outcome::start_failure(&request, &version, err),
+                this.fill(set);
+            }
+            instance
+        });
+        let permit: Permit = match self.gate.admit(function, provisioned.is_some()) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                if let (Some(set), Some(instance)) = (&set, provisioned) {
+                    set.idle.put(instance);
+                }
+                return Err(Error::throttled(reason));
+            }
+        };
+        let (instance, home) = match (provisioned, set) {
+            (Some(instance), Some(set)) => (instance, Home::Provisioned(set)),
+            _ => {
+                let pool = self.pool(&version, function);
+                match self.on_demand(&pool, &request).await? {
+                    Ok(instance) => (instance, Home::Pool(pool)),
+                    Err(response) => return Ok(response),
                 }
             }
         };
-        let invoked_arn = match &request.qualifier {
-            Some(q) => self.account.qualified_arn(&request.function, q),
-            None => self.account.function_arn(&request.function),
-        };
-        let invocation = Invocation {
-            request_id: request.request_id.clone(),
-            payload: request.payload.clone(),
-            invoked_arn,
-            client_context: request.client_context.clone(),
-            trace_id: trace_id(),
-            timeout: Duration::from_secs(u64::from(version.timeout)),
-        };
-        let log = instance.log.clone();
-        if request.tail {
-            log.begin_capture();
-        }
-        log.line(&format!(
-            "START RequestId: {} Version: {}",
-            request.request_id, version.version
-        ));
-        let started = Instant::now();
-        let (result, init) = instance.invoke(invocation).await;
-        let duration = started.elapsed().saturating_sub(init.unwrap_or_default());
-        instance.flush_output();
-        let response = outcome::respond(&request, &version, &result);
-        if let Some(line) = outcome::log_line(&request, &version, &result) {
-            log.line(&line);
-        }
-        log.line(&format!("END RequestId: {}", request.request_id));
-        log.line(&outcome::report(
-            &request.request_id,
-            duration,
-            init,
-            &instance,
-        ));
-        let reusable = matches!(result, Outcome::Success(_) | Outcome::FunctionError(_));
-        if reusable && self.is_current(&pool) {
-            instance.freeze();
-            pool.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((instance, Instant::now()));
-        } else {
-            tokio::spawn(instance.destroy());
-        }
-        let mut response = response;
-        if request.tail {
-            response.log_tail = Some(log.end_capture());
-        }
+        let (response, outcome) = self.run(&request, &version, &instance).await;
+        this.release(home, instance, &outcome);
+        drop(permit);
         Ok(response)
     }
-}
 
-pub use lamina_runtime::logs::TAIL_BYTES;
+    fn provisioned(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus> {
+        read(&self.provisioned)
+            .get(&(function.to_owned(), qualifier.to_owned()))
+            .map(|set| set.status())
+    }
+
+    fn metrics(&self) -> Metrics {
+        let mut functions: HashMap<String, FunctionMetrics> = read(&self.functions)
+            .values()
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    FunctionMetrics {
+                        function: f.name.clone(),
+                        reserved: f.reserved(),
+                        in_use: f.in_use(),
+                        provisioned_requested: self.gate.provisioned_of(&f.name),
+                        provisioned_allocated: 0,
+                        invocations: f.invocations.load(Ordering::Relaxed),
+                        throttles: f.throttles.load(Ordering::Relaxed),
+                        cold_starts: f.cold_starts.load(Ordering::Relaxed),
+                        instances: f.instances.load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .collect();
+        for ((function, _), set) in read(&self.provisioned).iter() {
+            if let Some(metrics) = functions.get_mut(function) {
+                metrics.provisioned_allocated += set.allocated();
+            }
+        }
+        let mut functions: Vec<FunctionMetrics> = functions.into_values().collect();
+        functions.sort_by(|a, b| a.function.cmp(&b.function));
+        let limits = self.gate.limits();
+        Metrics {
+            account_limit: limits.account,
+            unreserved_capacity: self.gate.unreserved_capacity(),
+            in_use: self.gate.in_use(),
+            unreserved_in_use: self.gate.unreserved_in_use(),
+            throttles: self.gate.throttles(),
+            sandboxes_ready: 0,
+            memory_committed_mb: self.budget.committed_mb(),
+            memory_budget_mb: self.budget.limit_mb(),
+            functions,
+        }
+    }
+}
 
 /// The response body of a platform-detected failure.
 pub(crate) fn platform_error(error_type: &str, message: String) -> Bytes {

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::catalogue::{Catalogue, Launch};
 use crate::logs::{LogSink, LogStream};
-use crate::runtime_api::{self, Channel, Invocation, Outcome, Pending};
+use crate::runtime_api::{self, Channel, Invocation, Outcome, Pending, Progress};
 
 /// The Runtime API port inside every sandbox, as in Lambda.
 pub const RUNTIME_API_PORT: u16 = 9001;
@@ -39,6 +39,25 @@ pub struct Host {
     pub logs: LogSink,
 }
 
+/// Why an instance is started (`AWS_LAMBDA_INITIALIZATION_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitType {
+    /// For an invocation that found no idle instance.
+    #[default]
+    OnDemand,
+    /// Ahead of any invocation, for provisioned concurrency.
+    Provisioned,
+}
+
+impl InitType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnDemand => "on-demand",
+            Self::Provisioned => "provisioned-concurrency",
+        }
+    }
+}
+
 /// What an instance runs.
 #[derive(Debug, Clone)]
 pub struct InstanceConfig {
@@ -53,6 +72,7 @@ pub struct InstanceConfig {
     pub code_dir: PathBuf,
     pub log_group: String,
     pub region: String,
+    pub init_type: InitType,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +144,10 @@ fn environment(config: &InstanceConfig, log_stream: &str) -> Vec<(String, String
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
         config.memory_mb.to_string(),
     );
-    set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
+    set(
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        config.init_type.as_str().into(),
+    );
     set("AWS_LAMBDA_LOG_GROUP_NAME", config.log_group.clone());
     set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned());
     set(
@@ -325,6 +348,38 @@ impl Instance {
         };
         self.await_outcome(reply, exit, timeout, init_duration(delivered_at))
             .await
+    }
+
+    /// Waits until the runtime has initialised (it asks for its first invocation) and returns
+    /// how long that took; or the outcome that ended it: an init error, an exit, or the init
+    /// limit passing. After an error the instance is unusable. Used for provisioned
+    /// concurrency; the first invocation of an instance initialised here reports no init
+    /// duration, as in Lambda.
+    pub async fn initialise(&self) -> Result<Duration, Outcome> {
+        let mut progress = self.channel.progress.subscribe();
+        let mut exit = self.exit.clone();
+        let reached = tokio::select! {
+            reached = progress.wait_for(|p| *p != Progress::Starting) => reached.map(|p| *p),
+            _ = exit.wait_for(Option::is_some) => return Err(self.exited_outcome()),
+            _ = tokio::time::sleep(INIT_LIMIT) => return Err(Outcome::Timeout),
+        };
+        match reached {
+            Ok(Progress::Waiting) => {
+                self.initialised.store(true, Ordering::Relaxed);
+                Ok(self.started.elapsed())
+            }
+            Ok(_) => {
+                let body = self
+                    .channel
+                    .slot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .init_failure
+                    .take();
+                Err(Outcome::InitError(body.unwrap_or_default()))
+            }
+            Err(_) => Err(self.exited_outcome()),
+        }
     }
 
     async fn await_outcome(

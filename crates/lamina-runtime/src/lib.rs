@@ -12,7 +12,7 @@ pub mod logs;
 mod runtime_api;
 
 pub use catalogue::Catalogue;
-pub use instance::{Host, Instance, InstanceConfig, StartError};
+pub use instance::{Host, InitType, Instance, InstanceConfig, StartError};
 pub use runtime_api::{Invocation, Outcome};
 
 /// The largest response a function may return (Lambda: 6 MB, plus the runtime's framing slack).

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::MAX_RESPONSE_BYTES;
 
@@ -61,10 +61,21 @@ pub(crate) struct Slot {
     pub init_failure: Option<Bytes>,
 }
 
+/// How far the runtime has come, as its calls to the Runtime API show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    Starting,
+    /// It asked for an invocation: its initialisation is done.
+    Waiting,
+    /// It reported an init error.
+    InitFailed,
+}
+
 /// What the Runtime API of one instance shares with the instance.
 pub(crate) struct Channel {
     pub next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
     pub slot: Mutex<Slot>,
+    pub progress: watch::Sender<Progress>,
 }
 
 impl Channel {
@@ -74,6 +85,7 @@ impl Channel {
             Arc::new(Self {
                 next: tokio::sync::Mutex::new(rx),
                 slot: Mutex::default(),
+                progress: watch::Sender::new(Progress::Starting),
             }),
             tx,
         )
@@ -144,6 +156,13 @@ fn epoch_ms(at: SystemTime) -> u128 {
 }
 
 async fn next(State(channel): State<Arc<Channel>>) -> Response {
+    channel.progress.send_if_modified(|progress| {
+        let first = *progress == Progress::Starting;
+        if first {
+            *progress = Progress::Waiting;
+        }
+        first
+    });
     // Waits as long as it takes: a runtime blocks here between invocations.
     let invocation = channel.next.lock().await.recv().await;
     let Some(invocation) = invocation else {
@@ -224,7 +243,10 @@ async fn init_error(State(channel): State<Arc<Channel>>, body: Bytes) -> Respons
         Some(pending) => {
             let _ = pending.reply.send(Outcome::InitError(body));
         }
-        None => slot.init_failure = Some(body),
+        None => {
+            slot.init_failure = Some(body);
+            channel.progress.send_replace(Progress::InitFailed);
+        }
     }
     accepted()
 }

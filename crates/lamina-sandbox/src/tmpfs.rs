@@ -56,6 +56,10 @@ pub fn prepare_image(
 ) -> io::Result<()> {
     std::fs::create_dir_all(templates)?;
     let template = templates.join(format!("ext4-{size_mb}M-{uid}-{gid}.img"));
+    // The first instances of a size start together; one makes the template, the rest wait
+    // for it rather than writing the same staging file at once.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let making = MAKING.lock().unwrap_or_else(|p| p.into_inner());
     if !template.exists() {
         let staging = templates.join(format!(".{size_mb}M-{}.img", std::process::id()));
         File::create(&staging)?.set_len(u64::from(size_mb) << 20)?;
@@ -73,6 +77,7 @@ pub fn prepare_image(
         }
         std::fs::rename(&staging, &template)?;
     }
+    drop(making);
     sparse_copy(&template, dest)
 }
 

@@ -1,5 +1,6 @@
 //! One behavioural suite every [`MetadataStore`] backend must pass.
 
+use lamina_core::concurrency::{Allocation, ProvisionedConfig};
 use lamina_core::function::{Alias, CodeRef, Function, Logging, Version};
 use lamina_core::policy::Policy;
 
@@ -165,6 +166,54 @@ pub async fn suite(store: &dyn MetadataStore) {
     assert_eq!(store.policy("a", "").await.unwrap(), Some(policy));
     assert!(store.policy("a", "live").await.unwrap().is_none());
 
+    // Provisioned concurrency and reservations: what each function holds.
+    let provisioned = |qualifier: &str, requested| ProvisionedConfig {
+        qualifier: qualifier.into(),
+        requested,
+        last_modified: "2024-01-01T00:00:00.000+0000".into(),
+    };
+    let generation = store.function("a").await.unwrap().unwrap().1;
+    let mut reserved = function("a");
+    reserved.reserved_concurrency = Some(7);
+    store
+        .commit(
+            "a",
+            Expect::Generation(generation),
+            vec![
+                Change::PutFunction(reserved),
+                Change::PutProvisioned(provisioned("live", 2)),
+                Change::PutProvisioned(provisioned("1", 3)),
+                Change::PutProvisioned(provisioned("1", 4)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.provisioned("a").await.unwrap(),
+        vec![provisioned("1", 4), provisioned("live", 2)]
+    );
+    assert_eq!(
+        store.allocations().await.unwrap(),
+        vec![Allocation {
+            function: "a".into(),
+            reserved: Some(7),
+            provisioned: 6
+        }]
+    );
+    let generation = store.function("a").await.unwrap().unwrap().1;
+    store
+        .commit(
+            "a",
+            Expect::Generation(generation),
+            vec![Change::DeleteProvisioned("1".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.provisioned("a").await.unwrap(),
+        vec![provisioned("live", 2)]
+    );
+
     // Usage and code references.
     let usage = store.usage().await.unwrap();
     assert_eq!((usage.function_count, usage.total_code_size), (2, 300));
@@ -187,6 +236,8 @@ pub async fn suite(store: &dyn MetadataStore) {
     assert!(store.versions("a").await.unwrap().is_empty());
     assert!(store.aliases("a").await.unwrap().is_empty());
     assert!(store.policy("a", "").await.unwrap().is_none());
+    assert!(store.provisioned("a").await.unwrap().is_empty());
+    assert!(store.allocations().await.unwrap().is_empty());
     assert_eq!(
         store.code_in_use().await.unwrap(),
         ["aa".to_string()].into()

@@ -15,6 +15,7 @@ pub mod sqlite;
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
+use lamina_core::concurrency::{Allocation, ProvisionedConfig};
 use lamina_core::function::{Alias, Function, Version};
 use lamina_core::policy::Policy;
 
@@ -57,7 +58,12 @@ pub enum Change {
     /// The policy of a qualifier; `""` is the unqualified function.
     PutPolicy(String, Policy),
     DeletePolicy(String),
-    /// Removes the function with all its versions, aliases and policies.
+    /// The provisioned concurrency configuration of a version or alias.
+    PutProvisioned(ProvisionedConfig),
+    /// Removes the provisioned concurrency configuration of this qualifier, if any.
+    DeleteProvisioned(String),
+    /// Removes the function with all its versions, aliases, policies and provisioned
+    /// concurrency configurations.
     DeleteFunction,
 }
 
@@ -97,6 +103,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// A function's aliases ordered by name.
     async fn aliases(&self, function: &str) -> Result<Vec<Alias>>;
     async fn policy(&self, function: &str, qualifier: &str) -> Result<Option<Policy>>;
+    /// A function's provisioned concurrency configurations, ordered by qualifier.
+    async fn provisioned(&self, function: &str) -> Result<Vec<ProvisionedConfig>>;
+    /// Every function that holds concurrency: a reservation or provisioned concurrency.
+    async fn allocations(&self) -> Result<Vec<Allocation>>;
     /// Applies `changes` atomically if the function is as `expect` says, and advances its
     /// generation. Durable when it returns `Ok`.
     async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()>;
@@ -159,6 +169,12 @@ impl MetadataStore for Observed {
     }
     async fn policy(&self, function: &str, qualifier: &str) -> Result<Option<Policy>> {
         self.inner.policy(function, qualifier).await
+    }
+    async fn provisioned(&self, function: &str) -> Result<Vec<ProvisionedConfig>> {
+        self.inner.provisioned(function).await
+    }
+    async fn allocations(&self) -> Result<Vec<Allocation>> {
+        self.inner.allocations().await
     }
     async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()> {
         self.inner.commit(function, expect, changes).await?;

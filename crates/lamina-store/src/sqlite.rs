@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use lamina_core::concurrency::{Allocation, ProvisionedConfig};
 use lamina_core::function::{Alias, Function, Version};
 use lamina_core::policy::Policy;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -15,7 +16,8 @@ use serde_json::from_str;
 use crate::{Change, Expect, MetadataStore, Result, StoreError, Usage, VersionCursor, version_seq};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the ones applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE functions (
         name        TEXT PRIMARY KEY,
         generation  INTEGER NOT NULL,
@@ -41,7 +43,17 @@ const MIGRATIONS: &[&str] = &[r#"
         body        TEXT NOT NULL,
         PRIMARY KEY (function, qualifier)
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE provisioned (
+        function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier   TEXT NOT NULL,
+        requested   INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        PRIMARY KEY (function, qualifier)
+    );
+"#,
+];
 
 /// A SQLite metadata store. Cheap to clone; all clones share one connection, used from the
 /// blocking pool so no async worker waits on an fsync.
@@ -167,6 +179,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, function: &str, change: Change) -> rusq
         Change::DeletePolicy(qualifier) => {
             tx.execute(
                 "DELETE FROM policies WHERE function = ?1 AND qualifier = ?2",
+                params![function, qualifier],
+            )?;
+        }
+        Change::PutProvisioned(config) => {
+            tx.execute(
+                "INSERT INTO provisioned (function, qualifier, requested, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (function, qualifier) DO UPDATE SET
+                    requested = excluded.requested, body = excluded.body",
+                params![function, config.qualifier, config.requested, encode(&config)],
+            )?;
+        }
+        Change::DeleteProvisioned(qualifier) => {
+            tx.execute(
+                "DELETE FROM provisioned WHERE function = ?1 AND qualifier = ?2",
                 params![function, qualifier],
             )?;
         }
@@ -301,6 +327,62 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?
             .map(decode)
             .transpose()
+        })
+        .await
+    }
+
+    async fn provisioned(&self, function: &str) -> Result<Vec<ProvisionedConfig>> {
+        let function = function.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM provisioned WHERE function = ?1 ORDER BY qualifier",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![function], |row| row.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|body| decode(body.map_err(backend)?)).collect()
+        })
+        .await
+    }
+
+    async fn allocations(&self) -> Result<Vec<Allocation>> {
+        self.run(|conn| {
+            let mut provisioned: std::collections::BTreeMap<String, u32> = Default::default();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT function, SUM(requested) FROM provisioned GROUP BY function",
+                )
+                .map_err(backend)?;
+            for row in stmt
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(backend)?
+            {
+                let (function, total) = row.map_err(backend)?;
+                provisioned.insert(function, total as u32);
+            }
+            let mut allocations = Vec::new();
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM functions ORDER BY name")
+                .map_err(backend)?;
+            for body in stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(backend)?
+            {
+                let function: Function = decode(body.map_err(backend)?)?;
+                let provisioned = provisioned.get(&function.name).copied().unwrap_or(0);
+                if function.reserved_concurrency.is_some() || provisioned > 0 {
+                    allocations.push(Allocation {
+                        function: function.name,
+                        reserved: function.reserved_concurrency,
+                        provisioned,
+                    });
+                }
+            }
+            Ok(allocations)
         })
         .await
     }

@@ -10,7 +10,7 @@ use lamina_core::arn::Account;
 use lamina_core::function::Runtimes;
 use lamina_core::invoke::{Invoke, InvokeRequest, InvokeResponse};
 use lamina_core::{Error, Result};
-use lamina_invoke::Invoker;
+use lamina_invoke::{Invoker, Settings};
 use lamina_runtime::logs::LogSink;
 use lamina_runtime::{Catalogue, Host};
 use lamina_sandbox::CgroupRoot;
@@ -44,12 +44,12 @@ impl Invoke for Unavailable {
 }
 
 impl Engine {
-    pub fn start(
+    pub async fn start(
         data_dir: &Path,
         store: Arc<Observed>,
         code: CodeStore,
         account: Account,
-        keep_alive: Duration,
+        settings: Settings,
         log_retention: Option<Duration>,
     ) -> anyhow::Result<Self> {
         let catalogue =
@@ -85,26 +85,23 @@ impl Engine {
                 }
             });
         }
-        let invoker = Invoker::new(store.clone(), code, Arc::new(host), account, keep_alive);
+        let invoker = Invoker::new(store.clone(), code, Arc::new(host), account, settings);
         let weak = Arc::downgrade(&invoker);
         store.observe(move |function| {
             if let Some(invoker) = weak.upgrade() {
                 invoker.function_changed(function);
             }
         });
-        let reaper = Arc::downgrade(&invoker);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(
-                Duration::from_secs(5).min(keep_alive.max(Duration::from_secs(1))),
-            );
-            loop {
-                tick.tick().await;
-                let Some(invoker) = reaper.upgrade() else {
-                    break;
-                };
-                invoker.reap_idle().await;
-            }
-        });
+        invoker
+            .start()
+            .await
+            .map_err(|e| anyhow::anyhow!("taking up reserved and provisioned concurrency: {e}"))?;
+        every(&invoker, Duration::from_secs(1), Invoker::reap_idle);
+        every(
+            &invoker,
+            lamina_invoke::FREEZE_AFTER / 2,
+            Invoker::freeze_idle,
+        );
         Ok(Self {
             invoker: invoker.clone(),
             runtimes,
@@ -118,6 +115,39 @@ impl Engine {
             invoker.shutdown().await;
         }
     }
+}
+
+/// Runs `work` on the invoker every `period` for as long as the invoker exists.
+fn every(invoker: &Arc<Invoker>, period: Duration, work: fn(&Invoker)) {
+    let invoker = Arc::downgrade(invoker);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(invoker) = invoker.upgrade() else {
+                break;
+            };
+            work(&invoker);
+        }
+    });
+}
+
+/// The host's physical memory, in MB.
+pub fn host_memory_mb() -> anyhow::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb / 1024)
+        .context("no MemTotal in /proc/meminfo")
 }
 
 /// A name for this server's cgroups, derived from its data directory: stable across restarts

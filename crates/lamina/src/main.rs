@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use lamina_api::{ApiState, ConcurrencyLimits, sigv4::Keyring};
+use lamina_api::{ApiState, sigv4::Keyring};
 use lamina_core::arn::Account;
+use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_store::{CodeStore, MetadataStore, Observed, SqliteStore};
 
 #[derive(Parser)]
@@ -57,15 +58,33 @@ struct ServerArgs {
     /// How much concurrency must stay unreserved (Lambda keeps 100).
     #[arg(long, env = "LAMINA_MIN_UNRESERVED_CONCURRENCY", default_value_t = 100)]
     min_unreserved_concurrency: u32,
-    /// How long an idle execution environment is kept warm, in seconds.
+    /// How long an idle execution environment is kept warm, in seconds (with the hybrid
+    /// policy: until a function's own pattern is known).
     #[arg(long, env = "LAMINA_INSTANCE_KEEP_ALIVE", default_value_t = 300)]
     instance_keep_alive: u64,
+    /// How idle execution environments are kept: `fixed` (the keep-alive above, as Lambda
+    /// does) or `hybrid` (per function, from the gaps between its invocations).
+    #[arg(long, env = "LAMINA_KEEP_ALIVE_POLICY", value_enum, default_value_t = KeepAlive::Fixed)]
+    keep_alive_policy: KeepAlive,
+    /// New execution environments one function may gain per 10 seconds (Lambda: 1,000).
+    #[arg(long, env = "LAMINA_SCALE_OUT_RATE", default_value_t = 1000)]
+    scale_out_rate: u32,
+    /// Memory all execution environments together may be given, in MB [default: the host's
+    /// memory less 1 GiB]. Idle environments are evicted to make room before work is refused.
+    #[arg(long, env = "LAMINA_MEMORY_BUDGET_MB")]
+    memory_budget_mb: Option<u64>,
     /// How many days function logs are kept (0: forever).
     #[arg(long, env = "LAMINA_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
     /// Log format.
     #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeepAlive {
+    Fixed,
+    Hybrid,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,15 +212,35 @@ async fn open_state(
         region: args.region.clone(),
         account_id: args.account_id.clone(),
     };
+    let limits = ConcurrencyLimits {
+        account: args.concurrency_limit,
+        min_unreserved: args.min_unreserved_concurrency,
+    };
+    let keep_alive = Duration::from_secs(args.instance_keep_alive);
+    let settings = lamina_invoke::Settings {
+        limits,
+        scale_out_per_10s: args.scale_out_rate,
+        memory_budget_mb: match args.memory_budget_mb {
+            Some(budget) => budget,
+            None => engine::host_memory_mb()?.saturating_sub(1024),
+        },
+        keep_alive: match args.keep_alive_policy {
+            KeepAlive::Fixed => Arc::new(lamina_invoke::keep_alive::Fixed(keep_alive)),
+            KeepAlive::Hybrid => {
+                Arc::new(lamina_invoke::keep_alive::HybridHistogram::new(keep_alive))
+            }
+        },
+    };
     let engine = engine::Engine::start(
         data_dir,
         store.clone(),
         code.clone(),
         account.clone(),
-        Duration::from_secs(args.instance_keep_alive),
+        settings,
         (args.log_retention_days > 0)
             .then(|| Duration::from_secs(args.log_retention_days * 86_400)),
-    )?;
+    )
+    .await?;
     let state = Arc::new(ApiState {
         store,
         code,
@@ -209,10 +248,7 @@ async fn open_state(
         runtimes: engine.runtimes.clone(),
         keyring: Keyring::new([(keys.access_key_id.clone(), keys.secret_access_key.clone())]),
         url_key: keys.derive_key(b"lamina code location"),
-        concurrency: ConcurrencyLimits {
-            account: args.concurrency_limit,
-            min_unreserved: args.min_unreserved_concurrency,
-        },
+        concurrency: limits,
         invoker: engine.invoker.clone(),
     });
     Ok((state, engine))

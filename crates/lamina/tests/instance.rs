@@ -57,6 +57,7 @@ impl Fixture {
             code_dir: code.to_owned(),
             log_group: "/aws/lambda/probe".into(),
             region: "us-east-1".into(),
+            init_type: Default::default(),
         }
     }
 }
