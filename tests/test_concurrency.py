@@ -3,6 +3,7 @@
 import json
 import os
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -75,14 +76,29 @@ def wait_status(lam, name, qualifier, want, seconds=60):
         time.sleep(0.1)
 
 
-def test_reserved_zero_throttles_every_invocation(lam):
+def metrics(server):
+    """The Prometheus text of /_lamina/metrics, as {series: value}."""
+    with urllib.request.urlopen(server.url + "/_lamina/metrics") as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+
+
+def test_reserved_zero_throttles_every_invocation(lam, server):
     name = probe(lam)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     reason, retry_after = throttle_of(lambda: lam.invoke(FunctionName=name, Payload=b"{}"))
     assert reason == "ReservedFunctionConcurrentInvocationLimitExceeded"
     assert retry_after == "1"
+    series = metrics(server)
+    assert series[f'lamina_function_throttles_total{{function="{name}"}}'] == "1"
+    assert series[f'lamina_function_reserved_concurrency{{function="{name}"}}'] == "0"
     lam.delete_function_concurrency(FunctionName=name)
     assert invoke(lam, name)[1]["calls"] == 1
+    series = metrics(server)
+    assert series[f'lamina_function_invocations_total{{function="{name}"}}'] == "1"
+    assert series[f'lamina_function_cold_starts_total{{function="{name}"}}'] == "1"
+    assert f'lamina_function_reserved_concurrency{{function="{name}"}}' not in series
 
 
 def test_reserved_concurrency_caps_the_function(lam):

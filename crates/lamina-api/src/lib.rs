@@ -12,6 +12,7 @@ mod code_location;
 mod error;
 mod functions;
 mod invoke;
+mod metrics;
 mod permissions;
 mod provisioned;
 mod render;
@@ -131,6 +132,7 @@ pub fn app(state: SharedState) -> Router {
         )
         .route(code_location::ROUTE, get(code_location::download))
         .route("/_lamina/health", get(|| async { "ok" }))
+        .route(metrics::ROUTE, get(metrics::metrics))
         .fallback(unknown_operation)
         .layer(DefaultBodyLimit::disable())
         .with_state(state.clone());
@@ -150,7 +152,7 @@ async fn unknown_operation(request: Request) -> ApiError {
 
 /// Paths that carry their own authorisation instead of SigV4.
 fn is_unsigned(path: &str) -> bool {
-    path.starts_with(code_location::PREFIX) || path == "/_lamina/health"
+    path.starts_with(code_location::PREFIX) || path == "/_lamina/health" || path == metrics::ROUTE
 }
 
 /// Buffers the body (SigV4 hashes it), verifies the signature, assigns the request id and
