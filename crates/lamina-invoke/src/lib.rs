@@ -422,6 +422,7 @@ impl Invoker {
         for destroy in destroying {
             destroy.await;
         }
+        self.host.logs.flush();
     }
 
     fn not_found(&self, function: &str, qualifier: Option<&str>) -> Error {

@@ -77,11 +77,14 @@ impl CgroupRoot {
             fs::create_dir(&dir).map_err(|e| io_context(e, dir.display()))?;
             dirs.push((*controller, dir));
         }
-        let cgroup = Cgroup { dirs };
+        let mut cgroup = Cgroup { dirs, peak: None };
         if let Err(err) = cgroup.apply(limits) {
             let _ = cgroup.destroy();
             return Err(err);
         }
+        cgroup.peak = cgroup
+            .dir("memory")
+            .and_then(|d| fs::File::open(d.join("memory.max_usage_in_bytes")).ok());
         Ok(cgroup)
     }
 
@@ -103,7 +106,7 @@ impl CgroupRoot {
                 .map(|(c, base)| (*c, base.join(id)))
                 .filter(|(_, d)| d.exists())
                 .collect();
-            Cgroup { dirs }.destroy()?;
+            Cgroup { dirs, peak: None }.destroy()?;
         }
         Ok(ids.len())
     }
@@ -113,6 +116,9 @@ impl CgroupRoot {
 #[derive(Debug)]
 pub struct Cgroup {
     dirs: Vec<(&'static str, PathBuf)>,
+    /// `memory.max_usage_in_bytes`, kept open: it is read after every invocation, and
+    /// re-reading from offset 0 regenerates it without a path lookup.
+    peak: Option<fs::File>,
 }
 
 impl Cgroup {
@@ -169,11 +175,14 @@ impl Cgroup {
 
     /// The peak memory use since creation, in bytes.
     pub fn memory_peak(&self) -> io::Result<u64> {
-        let dir = self.dir("memory").ok_or(io::ErrorKind::NotFound)?;
-        let text = fs::read_to_string(dir.join("memory.max_usage_in_bytes"))?;
-        text.trim()
-            .parse()
-            .map_err(|_| io::ErrorKind::InvalidData.into())
+        use std::os::unix::fs::FileExt as _;
+        let file = self.peak.as_ref().ok_or(io::ErrorKind::NotFound)?;
+        let mut buf = [0u8; 32];
+        let read = file.read_at(&mut buf, 0)?;
+        std::str::from_utf8(&buf[..read])
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .ok_or_else(|| io::ErrorKind::InvalidData.into())
     }
 
     /// Whether the kernel's OOM killer has acted in this cgroup.

@@ -1,0 +1,546 @@
+//! `lamina-bench`: starts its own `lamina server`, measures it, and prints a markdown table
+//! (and writes JSON) with every figure beside the floor measured in the same run: a bare
+//! loopback HTTP/1.1 keep-alive round trip to a minimal hyper server.
+//!
+//! Measured: warm invoke latency (p50/p99/p999) and throughput at 1, 8 and 64 concurrent
+//! clients for a no-op `provided` function (a native Runtime API loop) and a Python function;
+//! cold start per runtime; the time from 0 to 100 concurrent instances; private memory per idle
+//! instance and the idle server's RSS; server start-to-ready.
+#![forbid(unsafe_code)]
+
+mod http;
+mod memory;
+mod servers;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::http::{Connection, Load, Prepared, load};
+use crate::servers::{Floor, Lamina, sibling};
+
+#[derive(Parser)]
+#[command(
+    name = "lamina-bench",
+    about = "Measures Lamina beside a bare loopback HTTP floor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Seconds each load level is measured for.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Cold starts measured per runtime.
+    #[arg(long, default_value_t = 20)]
+    cold_samples: usize,
+    /// Concurrent clients for the warm measurements.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    clients: Vec<usize>,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+    /// The lamina binary [default: next to this one].
+    #[arg(long)]
+    lamina: Option<PathBuf>,
+    /// Extra arguments for `lamina server` (e.g. `--server-arg=--sandbox-pool=0`).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Internal: the floor server.
+    #[command(hide = true)]
+    FloorServer,
+    /// Measures only the floor, at each `--clients` level.
+    #[command(hide = true)]
+    Floor,
+    /// Loads a running server's function (for profiling): Invoke with `{}` at each
+    /// `--clients` level for `--duration` seconds. The server must use the harness's key pair.
+    #[command(hide = true)]
+    Load {
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        #[arg(long)]
+        function: String,
+    },
+}
+
+const PYTHON_NOOP: &str = "def handler(event, context):\n    return event\n";
+const NODE_NOOP: &str = "exports.handler = async (event) => event;\n";
+
+fn zip(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body, mode) in files {
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        writer.start_file(*name, options)?;
+        writer.write_all(body)?;
+    }
+    Ok(writer.finish()?.into_inner())
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One row of the table.
+struct Row {
+    name: String,
+    value: String,
+    floor: String,
+    ratio: String,
+}
+
+impl Row {
+    fn plain(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+            floor: String::new(),
+            ratio: String::new(),
+        }
+    }
+}
+
+struct Report {
+    rows: Vec<Row>,
+    json: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    fn section(&mut self, title: &str) {
+        self.rows.push(Row::plain(format!("**{title}**"), ""));
+    }
+
+    fn load_rows(&mut self, label: &str, clients: usize, run: &Load, floor: &Load) {
+        for (p, name) in [(50.0, "p50"), (99.0, "p99"), (99.9, "p999")] {
+            let (value, base) = (run.percentile(p), floor.percentile(p));
+            self.rows.push(Row {
+                name: format!("{label}, {clients} client(s), {name}"),
+                value: format!("{:.0} µs", micros(value)),
+                floor: format!("{:.0} µs", micros(base)),
+                ratio: format!("{:.1}×", micros(value) / micros(base).max(1.0)),
+            });
+        }
+        self.rows.push(Row {
+            name: format!("{label}, {clients} client(s), throughput"),
+            value: format!("{:.0} /s", run.per_second()),
+            floor: format!("{:.0} /s", floor.per_second()),
+            ratio: format!("{:.2}×", run.per_second() / floor.per_second().max(1.0)),
+        });
+        if run.errors > 0 {
+            self.rows.push(Row::plain(
+                format!("{label}, {clients} client(s), errors"),
+                run.errors.to_string(),
+            ));
+        }
+    }
+
+    fn print(&self) {
+        println!("| measurement | Lamina | floor: loopback HTTP/1.1 | ratio |");
+        println!("|---|---:|---:|---:|");
+        for row in &self.rows {
+            println!(
+                "| {} | {} | {} | {} |",
+                row.name, row.value, row.floor, row.ratio
+            );
+        }
+    }
+}
+
+fn load_json(run: &Load) -> Value {
+    json!({
+        "p50_us": micros(run.percentile(50.0)),
+        "p99_us": micros(run.percentile(99.0)),
+        "p999_us": micros(run.percentile(99.9)),
+        "per_second": run.per_second(),
+        "requests": run.latencies.len(),
+        "errors": run.errors,
+    })
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": model,
+        "kernel": kernel.trim(),
+    })
+}
+
+fn now_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let lamina_binary = match &cli.lamina {
+        Some(path) => path.clone(),
+        None => sibling("lamina")?,
+    };
+    let noop = std::fs::read(sibling("noop-runtime")?)?;
+    let duration = Duration::from_secs_f64(cli.duration);
+    let warmup = Duration::from_millis(500);
+    let mut report = Report {
+        rows: Vec::new(),
+        json: serde_json::Map::new(),
+    };
+    report.json.insert("machine".into(), machine());
+    eprintln!("machine: {}", report.json["machine"]);
+
+    // Start-to-ready, three times; the last server is the one measured.
+    let mut ready = Vec::new();
+    let mut lamina = None;
+    for _ in 0..3 {
+        if let Some(previous) = lamina.take() {
+            Lamina::stop(previous)?;
+        }
+        let server = Lamina::start(&lamina_binary, &cli.server_args)?;
+        ready.push(server.ready_in);
+        lamina = Some(server);
+    }
+    let lamina = lamina.context("no server")?;
+    ready.sort();
+    let idle_rss = memory::rss(lamina.pid());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = idle_rss.max(memory::rss(lamina.pid()));
+
+    lamina
+        .create_function(
+            "bench-noop",
+            "provided.al2023",
+            "noop",
+            &zip(&[("bootstrap", &noop, 0o755)])?,
+        )
+        .await?;
+    lamina
+        .create_function(
+            "bench-python",
+            "python3.11",
+            "index.handler",
+            &zip(&[("index.py", PYTHON_NOOP.as_bytes(), 0o644)])?,
+        )
+        .await?;
+    let node = lamina
+        .create_function(
+            "bench-node",
+            "nodejs20.x",
+            "index.handler",
+            &zip(&[("index.js", NODE_NOOP.as_bytes(), 0o644)])?,
+        )
+        .await;
+
+    // Warm latency and throughput, each level beside the floor at the same concurrency.
+    let floor = Floor::start()?;
+    let floor_request = Arc::new(Prepared::plain(
+        ::http::Method::POST,
+        floor.address,
+        "/2015-03-31/functions/floor/invocations",
+        Bytes::from_static(b"{}"),
+    ));
+    let mut warm_json = serde_json::Map::new();
+    for (function, label) in [
+        ("bench-noop", "warm invoke, no-op provided"),
+        ("bench-python", "warm invoke, Python"),
+    ] {
+        report.section(label);
+        let mut levels = serde_json::Map::new();
+        for &clients in &cli.clients {
+            let base = load(
+                floor.address,
+                floor_request.clone(),
+                clients,
+                warmup,
+                duration,
+            )
+            .await?;
+            let request = lamina.invocation(function, "{}")?;
+            let measured = load(lamina.address, request, clients, warmup, duration).await?;
+            eprintln!(
+                "{label}, {clients} clients: p50 {:.0} µs (floor {:.0} µs), {:.0}/s (floor {:.0}/s)",
+                micros(measured.percentile(50.0)),
+                micros(base.percentile(50.0)),
+                measured.per_second(),
+                base.per_second()
+            );
+            report.load_rows(label, clients, &measured, &base);
+            levels.insert(
+                clients.to_string(),
+                json!({ "lamina": load_json(&measured), "floor": load_json(&base) }),
+            );
+        }
+        warm_json.insert(function.into(), Value::Object(levels));
+    }
+    report.json.insert("warm".into(), Value::Object(warm_json));
+    drop(floor);
+
+    // Memory of the idle instances the warm runs left behind.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let instances = memory::instances(lamina.pid());
+    report.section("memory");
+    let mut memory_json = serde_json::Map::new();
+    for runtime in ["bootstrap", "python3.11"] {
+        let mut totals: Vec<_> = instances
+            .iter()
+            .filter(|i| i.runtime == runtime)
+            .map(|i| i.total)
+            .collect();
+        let mut alone: Vec<_> = instances
+            .iter()
+            .filter(|i| i.runtime == runtime)
+            .map(|i| i.runtime_only)
+            .collect();
+        if totals.is_empty() {
+            continue;
+        }
+        totals.sort_by_key(|f| f.private);
+        alone.sort_by_key(|f| f.private);
+        let (median, runtime_median) = (totals[totals.len() / 2], alone[alone.len() / 2]);
+        let label = if runtime == "bootstrap" {
+            "no-op provided"
+        } else {
+            "Python"
+        };
+        report.rows.push(Row::plain(
+            format!(
+                "private memory per idle {label} instance (runtime alone), median of {}",
+                totals.len()
+            ),
+            format!(
+                "{:.2} MiB ({:.2} MiB)",
+                median.private as f64 / 1048576.0,
+                runtime_median.private as f64 / 1048576.0
+            ),
+        ));
+        memory_json.insert(
+            runtime.into(),
+            json!({
+                "instances": totals.len(),
+                "private_bytes": median.private,
+                "pss_bytes": median.pss,
+                "runtime_private_bytes": runtime_median.private,
+            }),
+        );
+    }
+    report.rows.push(Row::plain(
+        "idle server RSS (no functions)",
+        format!("{:.1} MiB", idle_rss as f64 / 1048576.0),
+    ));
+    memory_json.insert("idle_server_rss_bytes".into(), json!(idle_rss));
+    report
+        .json
+        .insert("memory".into(), Value::Object(memory_json));
+
+    // Cold starts: each sample follows a configuration change, so it needs a new instance.
+    report.section("cold start (client-observed invoke on a new instance)");
+    let mut cold_json = serde_json::Map::new();
+    let mut runtimes = vec![
+        ("bench-noop", "provided (no-op)"),
+        ("bench-python", "python3.11"),
+    ];
+    match node {
+        Ok(()) => runtimes.push(("bench-node", "nodejs20.x")),
+        Err(err) => eprintln!("no Node.js cold start: {err}"),
+    }
+    for (function, label) in runtimes {
+        let mut samples = Vec::new();
+        for generation in 0..cli.cold_samples {
+            lamina.touch(function, generation).await?;
+            // Let the previous instance's teardown finish off the measured path.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let request = lamina.invocation(function, "{}")?;
+            let mut connection = Connection::open(lamina.address).await?;
+            let sent = Instant::now();
+            let answer = connection.send(&request).await?;
+            samples.push(sent.elapsed());
+            if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
+                anyhow::bail!(
+                    "cold invoke of {function} failed: {}",
+                    String::from_utf8_lossy(&answer.body)
+                );
+            }
+        }
+        samples.sort();
+        let (p50, min) = (samples[samples.len() / 2], samples[0]);
+        eprintln!(
+            "cold start {label}: p50 {:.2} ms, min {:.2} ms",
+            millis(p50),
+            millis(min)
+        );
+        report.rows.push(Row::plain(
+            format!("cold start, {label}, p50 (min)"),
+            format!("{:.2} ms ({:.2} ms)", millis(p50), millis(min)),
+        ));
+        cold_json.insert(
+            label.into(),
+            json!({ "p50_ms": millis(p50), "min_ms": millis(min), "samples": samples.len() }),
+        );
+    }
+    report
+        .json
+        .insert("cold_start".into(), Value::Object(cold_json));
+
+    // 0 -> 100 concurrent instances: 100 invocations at once of a function with none warm, each
+    // holding its instance for 3 s; the time until the last one started running.
+    report.section("scale-out");
+    let mut scale_json = serde_json::Map::new();
+    for (runtime, handler, code, label) in [(
+        "provided.al2023",
+        "noop",
+        zip(&[("bootstrap", &noop, 0o755)])?,
+        "no-op provided",
+    )] {
+        let name = "bench-scale";
+        lamina
+            .create_function(name, runtime, handler, &code)
+            .await?;
+        let request = lamina.invocation(name, "{\"sleep_ms\":3000}")?;
+        let mut connections = Vec::new();
+        for _ in 0..100 {
+            connections.push(Connection::open(lamina.address).await?);
+        }
+        let start = now_us();
+        let tasks: Vec<_> = connections
+            .into_iter()
+            .map(|mut connection| {
+                let request = request.clone();
+                tokio::spawn(async move { connection.send(&request).await })
+            })
+            .collect();
+        let mut started = Vec::new();
+        for task in tasks {
+            let answer = task.await??;
+            let body: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            match body["started_us"].as_u64() {
+                Some(at) => started.push(u128::from(at)),
+                None => anyhow::bail!(
+                    "scale-out invoke failed: {} {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                ),
+            }
+        }
+        started.sort();
+        let all = Duration::from_micros((started[started.len() - 1].saturating_sub(start)) as u64);
+        let half = Duration::from_micros((started[started.len() / 2].saturating_sub(start)) as u64);
+        eprintln!(
+            "0 -> 100 instances ({label}): {:.0} ms (half in {:.0} ms)",
+            millis(all),
+            millis(half)
+        );
+        report.rows.push(Row::plain(
+            format!("0 → 100 concurrent instances, {label} (50 running after)"),
+            format!("{:.0} ms ({:.0} ms)", millis(all), millis(half)),
+        ));
+        report.rows.push(Row::plain(
+            "instances started per second in that burst",
+            format!("{:.0} /s", 100.0 / all.as_secs_f64()),
+        ));
+        scale_json.insert(
+            label.into(),
+            json!({ "all_ms": millis(all), "half_ms": millis(half) }),
+        );
+    }
+    report
+        .json
+        .insert("scale_out".into(), Value::Object(scale_json));
+
+    report.section("server");
+    report.rows.push(Row::plain(
+        "start to ready (median of 3)",
+        format!("{:.1} ms", millis(ready[1])),
+    ));
+    report
+        .json
+        .insert("start_to_ready_ms".into(), json!(millis(ready[1])));
+    report
+        .json
+        .insert("server_args".into(), json!(cli.server_args));
+    lamina.stop()?;
+
+    report.print();
+    std::fs::write(
+        &cli.json,
+        serde_json::to_string_pretty(&Value::Object(report.json))?,
+    )?;
+    eprintln!("results written to {}", cli.json.display());
+    Ok(())
+}
+
+async fn print_loads(
+    address: std::net::SocketAddr,
+    request: Arc<Prepared>,
+    cli: &Cli,
+) -> anyhow::Result<()> {
+    for &clients in &cli.clients {
+        let run = load(
+            address,
+            request.clone(),
+            clients,
+            Duration::from_millis(300),
+            Duration::from_secs_f64(cli.duration),
+        )
+        .await?;
+        println!(
+            "{clients} client(s): p50 {:.0} µs, p99 {:.0} µs, {:.0}/s, {} errors",
+            micros(run.percentile(50.0)),
+            micros(run.percentile(99.0)),
+            run.per_second(),
+            run.errors
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // One thread for the client and for the floor server alike: on this kind of machine a
+    // multi-threaded runtime adds cross-thread wake-ups to every round trip, which would
+    // flatter Lamina by raising the floor.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Some(Command::FloorServer) => runtime.block_on(http::floor_server()),
+        Some(Command::Floor) => runtime.block_on(async {
+            let floor = Floor::start()?;
+            let request = Arc::new(Prepared::plain(
+                ::http::Method::POST,
+                floor.address,
+                "/floor",
+                Bytes::from_static(b"{}"),
+            ));
+            print_loads(floor.address, request, &cli).await
+        }),
+        Some(Command::Load {
+            address,
+            ref function,
+        }) => runtime.block_on(async {
+            let request = Arc::new(Prepared::signed(
+                ::http::Method::POST,
+                address,
+                &format!("/2015-03-31/functions/{function}/invocations"),
+                Bytes::from_static(b"{}"),
+            )?);
+            print_loads(address, request, &cli).await
+        }),
+        None => runtime.block_on(run(cli)),
+    }
+}
