@@ -288,3 +288,18 @@ def test_a_crashed_provisioned_instance_is_replaced(lam):
     replacement = invoke(lam, name, Qualifier=version)[1]
     assert replacement["init"] == "provisioned-concurrency"
     assert replacement["host"] != first["host"] and replacement["calls"] == 1
+
+
+def test_sandboxes_are_built_ahead_and_work_without_a_pool(fresh_server, server, lam):
+    # The shared server keeps sandboxes ready once a kind of sandbox has been used.
+    assert invoke(lam, probe(lam))[1]["calls"] == 1
+    deadline = time.time() + 10
+    while int(metrics(server)["lamina_sandboxes_ready"]) == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert int(metrics(server)["lamina_sandboxes_ready"]) > 0
+    # Without a pool every sandbox is built on demand, and everything still works.
+    lam = limited_server(fresh_server, LAMINA_SANDBOX_POOL=0)
+    name = probe(lam)
+    results = in_parallel(3, lambda i: invoke(lam, name, {"sleep": 0.5})[1]["host"])
+    assert len(set(results)) == 3
+    assert int(metrics(fresh_server)["lamina_sandboxes_ready"]) == 0

@@ -476,3 +476,38 @@ def test_rust_function_built_with_lambda_runtime(lam):
     assert response["FunctionError"] == "Unhandled"
     assert out["errorMessage"] == "rust function failed on purpose"
     assert invoke(lam, name, {"again": 1})[1]["rust"] == {"again": 1}
+
+
+STARTUP_PROBE = """
+import os, sys
+def handler(event, context):
+    return {"optimize": sys.flags.optimize, "path": sys.path[:6],
+            "ld": os.environ.get("LD_LIBRARY_PATH"), "extra": os.environ.get("EXTRA")}
+"""
+
+
+def test_python_startup_environment_is_honoured_with_or_without_a_waiting_interpreter(lam):
+    """Interpreters wait in pre-built sandboxes; a function whose variables only work at start-up
+    gets a fresh one, and PYTHONPATH is honoured either way."""
+    plain = create(lam, Code={"ZipFile": make_zip({"s.py": STARTUP_PROBE})}, Handler="s.handler",
+                   Environment={"Variables": {"EXTRA": "x", "PYTHONPATH": "/var/task/vendor"}})["FunctionName"]
+    out = invoke(lam, plain)[1]
+    assert out["extra"] == "x" and out["optimize"] == 0
+    assert "/var/task/vendor" in out["path"]
+    assert out["ld"] == "/var/task"
+    optimized = create(lam, Code={"ZipFile": make_zip({"s.py": STARTUP_PROBE, "lib/libx.so": "not really"})},
+                       Handler="s.handler", Environment={"Variables": {"PYTHONOPTIMIZE": "1"}})["FunctionName"]
+    out = invoke(lam, optimized)[1]
+    assert out["optimize"] == 1, "PYTHONOPTIMIZE needs the interpreter started with it"
+    assert out["ld"] == "/var/task:/var/task/lib"
+
+
+def test_node_options_reach_a_freshly_started_node(lam):
+    code = make_zip({"index.js": "const v8 = require('v8');\n"
+                                 "exports.handler = async () => ({ limit: v8.getHeapStatistics().heap_size_limit,"
+                                 " options: process.env.NODE_OPTIONS });\n"})
+    name = create(lam, Runtime="nodejs20.x", Handler="index.handler", Code={"ZipFile": code},
+                  MemorySize=512, Environment={"Variables": {"NODE_OPTIONS": "--max-old-space-size=100"}})["FunctionName"]
+    out = invoke(lam, name)[1]
+    assert out["options"] == "--max-old-space-size=100"
+    assert out["limit"] < 200 * 1024 * 1024, out

@@ -5,10 +5,25 @@
 // (.mjs, or .js under "type": "module"). Async handlers and callback handlers both work.
 
 import http from "node:http";
-import { existsSync } from "node:fs";
+import { closeSync, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
+
+// In a sandbox built ahead of time (_LAMINA_ASSIGNMENT_FD set) Node starts before its function
+// exists: with this module loaded, it waits for the assignment, `{"env": {...}}` on that
+// descriptor, then takes on the function's environment and carries on as if started with it.
+if (process.env._LAMINA_ASSIGNMENT_FD !== undefined) {
+  const fd = Number(process.env._LAMINA_ASSIGNMENT_FD);
+  const assignment = JSON.parse(readFileSync(fd, "utf8"));
+  closeSync(fd);
+  for (const key of Object.keys(process.env)) {
+    delete process.env[key];
+  }
+  Object.assign(process.env, assignment.env);
+  // The code was mounted over the directory this process started in.
+  process.chdir(process.env.LAMBDA_TASK_ROOT || "/var/task");
+}
 
 const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(":");
 const PREFIX = "/2018-06-01/runtime";

@@ -1,8 +1,12 @@
 """Lamina's Python runtime: a Lambda Runtime API client with Lambda's handler conventions.
 
-Started as `python3.X -S /var/runtime/bootstrap.py` inside the sandbox. Kept lean on purpose:
-the cold path imports only os, sys, json, socket and importlib; traceback is imported when an
-error needs formatting. HTTP/1.1 is spoken by hand over one keep-alive connection.
+Started as `python3.X -S -B /var/runtime/bootstrap.py` inside the sandbox. Kept lean on
+purpose: the cold path imports only os, sys, json, socket and importlib; traceback is imported
+when an error needs formatting. HTTP/1.1 is spoken by hand over one keep-alive connection.
+
+In a sandbox built ahead of time (`_LAMINA_ASSIGNMENT_FD` set) the interpreter starts before its
+function exists: with its modules loaded, it waits for the assignment, then takes on the
+function's environment and carries on as if it had been started with it.
 """
 
 import importlib
@@ -134,9 +138,30 @@ def load_handler(spec):
     return handler, None
 
 
+def await_assignment():
+    """Blocks until the platform hands this zygote its function: the JSON `{"env": {...}}`
+    on the assignment descriptor, closed after it. Returns the extra import paths the
+    function's PYTHONPATH asks for (an interpreter started without it did not add them)."""
+    fd = int(os.environ["_LAMINA_ASSIGNMENT_FD"])
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    assignment = json.loads(b"".join(chunks))
+    os.environ.clear()
+    os.environ.update(assignment["env"])
+    # The code was mounted over the directory this process started in.
+    os.chdir(os.environ.get("LAMBDA_TASK_ROOT", "/var/task"))
+    return [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+
+
 def main():
+    extra_paths = await_assignment() if "_LAMINA_ASSIGNMENT_FD" in os.environ else []
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
-    sys.path[:0] = [task_root, "/opt/python"]
+    sys.path[:0] = [task_root, "/opt/python", *extra_paths]
     api = RuntimeApi(API)
     handler, failure = load_handler(os.environ["_HANDLER"])
     if failure:

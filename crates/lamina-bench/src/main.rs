@@ -70,6 +70,15 @@ enum Command {
         #[arg(long)]
         function: String,
     },
+    /// Sends 100 invocations at once to a running server's no-op function (for profiling the
+    /// scale-out): `{"sleep_ms": 3000}` each.
+    #[command(hide = true)]
+    Burst {
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        #[arg(long)]
+        function: String,
+    },
 }
 
 const PYTHON_NOOP: &str = "def handler(event, context):\n    return event\n";
@@ -222,30 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = idle_rss.max(memory::rss(lamina.pid()));
 
-    lamina
-        .create_function(
-            "bench-noop",
-            "provided.al2023",
-            "noop",
-            &zip(&[("bootstrap", &noop, 0o755)])?,
-        )
-        .await?;
-    lamina
-        .create_function(
-            "bench-python",
-            "python3.11",
-            "index.handler",
-            &zip(&[("index.py", PYTHON_NOOP.as_bytes(), 0o644)])?,
-        )
-        .await?;
-    let node = lamina
-        .create_function(
-            "bench-node",
-            "nodejs20.x",
-            "index.handler",
-            &zip(&[("index.js", NODE_NOOP.as_bytes(), 0o644)])?,
-        )
-        .await;
+    create_cold_functions(&lamina, &noop).await?;
 
     // Warm latency and throughput, each level beside the floor at the same concurrency.
     let floor = Floor::start()?;
@@ -293,7 +279,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     // Memory of the idle instances the warm runs left behind.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let instances = memory::instances(lamina.pid());
+    let instances: Vec<_> = memory::instances(lamina.pid(), &lamina.assigned_instances())
+        .into_iter()
+        .filter(|i| !i.pooled)
+        .collect();
     report.section("memory");
     let mut memory_json = serde_json::Map::new();
     for runtime in ["bootstrap", "python3.11"] {
@@ -348,119 +337,100 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .json
         .insert("memory".into(), Value::Object(memory_json));
 
-    // Cold starts: each sample follows a configuration change, so it needs a new instance.
-    report.section("cold start (client-observed invoke on a new instance)");
+    // Cold starts and scale-out, from sandboxes built ahead (the server's default) and, on a
+    // second server, built on demand.
+    let unpooled_args: Vec<String> = cli
+        .server_args
+        .iter()
+        .cloned()
+        .chain(["--sandbox-pool=0".to_owned()])
+        .collect();
+    let unpooled = Lamina::start(&lamina_binary, &unpooled_args)?;
+    create_cold_functions(&unpooled, &noop).await?;
+    report.section(
+        "cold start (client-observed invoke on a new instance): pooled sandboxes / built on demand",
+    );
     let mut cold_json = serde_json::Map::new();
-    let mut runtimes = vec![
+    for (function, label) in [
         ("bench-noop", "provided (no-op)"),
         ("bench-python", "python3.11"),
-    ];
-    match node {
-        Ok(()) => runtimes.push(("bench-node", "nodejs20.x")),
-        Err(err) => eprintln!("no Node.js cold start: {err}"),
-    }
-    for (function, label) in runtimes {
-        let mut samples = Vec::new();
-        for generation in 0..cli.cold_samples {
-            lamina.touch(function, generation).await?;
-            // Let the previous instance's teardown finish off the measured path.
-            tokio::time::sleep(Duration::from_millis(60)).await;
-            let request = lamina.invocation(function, "{}")?;
-            let mut connection = Connection::open(lamina.address).await?;
-            let sent = Instant::now();
-            let answer = connection.send(&request).await?;
-            samples.push(sent.elapsed());
-            if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
-                anyhow::bail!(
-                    "cold invoke of {function} failed: {}",
-                    String::from_utf8_lossy(&answer.body)
-                );
+        ("bench-node", "nodejs20.x"),
+    ] {
+        let (pooled, on_demand) = match (
+            cold_start(&lamina, function, cli.cold_samples).await,
+            cold_start(&unpooled, function, cli.cold_samples).await,
+        ) {
+            (Ok(pooled), Ok(on_demand)) => (pooled, on_demand),
+            (Err(err), _) | (_, Err(err)) => {
+                eprintln!("no cold start for {label}: {err:#}");
+                continue;
             }
-        }
-        samples.sort();
-        let (p50, min) = (samples[samples.len() / 2], samples[0]);
+        };
         eprintln!(
-            "cold start {label}: p50 {:.2} ms, min {:.2} ms",
-            millis(p50),
-            millis(min)
+            "cold start {label}: p50 {:.2} ms pooled, {:.2} ms built on demand",
+            millis(pooled.0),
+            millis(on_demand.0)
         );
         report.rows.push(Row::plain(
             format!("cold start, {label}, p50 (min)"),
-            format!("{:.2} ms ({:.2} ms)", millis(p50), millis(min)),
+            format!(
+                "{:.2} ms ({:.2}) / {:.2} ms ({:.2})",
+                millis(pooled.0),
+                millis(pooled.1),
+                millis(on_demand.0),
+                millis(on_demand.1)
+            ),
         ));
         cold_json.insert(
             label.into(),
-            json!({ "p50_ms": millis(p50), "min_ms": millis(min), "samples": samples.len() }),
+            json!({
+                "pooled": { "p50_ms": millis(pooled.0), "min_ms": millis(pooled.1) },
+                "on_demand": { "p50_ms": millis(on_demand.0), "min_ms": millis(on_demand.1) },
+                "samples": cli.cold_samples,
+            }),
         );
     }
     report
         .json
         .insert("cold_start".into(), Value::Object(cold_json));
 
-    // 0 -> 100 concurrent instances: 100 invocations at once of a function with none warm, each
-    // holding its instance for 3 s; the time until the last one started running.
-    report.section("scale-out");
-    let mut scale_json = serde_json::Map::new();
-    for (runtime, handler, code, label) in [(
-        "provided.al2023",
-        "noop",
-        zip(&[("bootstrap", &noop, 0o755)])?,
-        "no-op provided",
-    )] {
-        let name = "bench-scale";
-        lamina
-            .create_function(name, runtime, handler, &code)
-            .await?;
-        let request = lamina.invocation(name, "{\"sleep_ms\":3000}")?;
-        let mut connections = Vec::new();
-        for _ in 0..100 {
-            connections.push(Connection::open(lamina.address).await?);
-        }
-        let start = now_us();
-        let tasks: Vec<_> = connections
-            .into_iter()
-            .map(|mut connection| {
-                let request = request.clone();
-                tokio::spawn(async move { connection.send(&request).await })
-            })
-            .collect();
-        let mut started = Vec::new();
-        for task in tasks {
-            let answer = task.await??;
-            let body: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-            match body["started_us"].as_u64() {
-                Some(at) => started.push(u128::from(at)),
-                None => anyhow::bail!(
-                    "scale-out invoke failed: {} {}",
-                    answer.status,
-                    String::from_utf8_lossy(&answer.body)
-                ),
-            }
-        }
-        started.sort();
-        let all = Duration::from_micros((started[started.len() - 1].saturating_sub(start)) as u64);
-        let half = Duration::from_micros((started[started.len() / 2].saturating_sub(start)) as u64);
+    report
+        .section("scale-out: 0 → 100 concurrent instances of the no-op, pooled / built on demand");
+    let pooled = scale_out(&lamina, &noop).await?;
+    let on_demand = scale_out(&unpooled, &noop).await?;
+    unpooled.stop()?;
+    for (label, (all, half)) in [("pooled", pooled), ("built on demand", on_demand)] {
         eprintln!(
             "0 -> 100 instances ({label}): {:.0} ms (half in {:.0} ms)",
             millis(all),
             millis(half)
         );
-        report.rows.push(Row::plain(
-            format!("0 → 100 concurrent instances, {label} (50 running after)"),
-            format!("{:.0} ms ({:.0} ms)", millis(all), millis(half)),
-        ));
-        report.rows.push(Row::plain(
-            "instances started per second in that burst",
-            format!("{:.0} /s", 100.0 / all.as_secs_f64()),
-        ));
-        scale_json.insert(
-            label.into(),
-            json!({ "all_ms": millis(all), "half_ms": millis(half) }),
-        );
     }
-    report
-        .json
-        .insert("scale_out".into(), Value::Object(scale_json));
+    report.rows.push(Row::plain(
+        "time until all 100 run (until 50 run)",
+        format!(
+            "{:.0} ms ({:.0}) / {:.0} ms ({:.0})",
+            millis(pooled.0),
+            millis(pooled.1),
+            millis(on_demand.0),
+            millis(on_demand.1)
+        ),
+    ));
+    report.rows.push(Row::plain(
+        "instances started per second in that burst",
+        format!(
+            "{:.0} /s / {:.0} /s",
+            100.0 / pooled.0.as_secs_f64(),
+            100.0 / on_demand.0.as_secs_f64()
+        ),
+    ));
+    report.json.insert(
+        "scale_out".into(),
+        json!({
+            "pooled": { "all_ms": millis(pooled.0), "half_ms": millis(pooled.1) },
+            "on_demand": { "all_ms": millis(on_demand.0), "half_ms": millis(on_demand.1) },
+        }),
+    );
 
     report.section("server");
     report.rows.push(Row::plain(
@@ -482,6 +452,129 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     )?;
     eprintln!("results written to {}", cli.json.display());
     Ok(())
+}
+
+/// The benchmark's functions: the no-op, Python and (if the host has it) Node.js.
+async fn create_cold_functions(lamina: &Lamina, noop: &[u8]) -> anyhow::Result<()> {
+    lamina
+        .create_function(
+            "bench-noop",
+            "provided.al2023",
+            "noop",
+            &zip(&[("bootstrap", noop, 0o755)])?,
+        )
+        .await?;
+    lamina
+        .create_function(
+            "bench-python",
+            "python3.11",
+            "index.handler",
+            &zip(&[("index.py", PYTHON_NOOP.as_bytes(), 0o644)])?,
+        )
+        .await?;
+    if let Err(err) = lamina
+        .create_function(
+            "bench-node",
+            "nodejs20.x",
+            "index.handler",
+            &zip(&[("index.js", NODE_NOOP.as_bytes(), 0o644)])?,
+        )
+        .await
+    {
+        eprintln!("no Node.js function: {err:#}");
+    }
+    Ok(())
+}
+
+/// Cold starts of `function`, p50 and min: each sample follows a configuration change, so it
+/// needs a new instance. The first invocation, unmeasured, lets the pool learn the kind.
+async fn cold_start(
+    lamina: &Lamina,
+    function: &str,
+    samples: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut measured = Vec::new();
+    for generation in 0..=samples {
+        lamina.touch(function, generation).await?;
+        // Let the previous instance's teardown and the pool's refill finish off the measured
+        // path.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let request = lamina.invocation(function, "{}")?;
+        let mut connection = Connection::open(lamina.address).await?;
+        let sent = Instant::now();
+        let answer = connection.send(&request).await?;
+        let took = sent.elapsed();
+        if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
+            anyhow::bail!(
+                "cold invoke of {function} failed: {}",
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        if generation > 0 {
+            measured.push(took);
+        }
+    }
+    measured.sort();
+    Ok((measured[measured.len() / 2], measured[0]))
+}
+
+/// 100 invocations at once of a no-op function with no instance yet, each holding its instance
+/// for 3 s: the time until the last (and the 50th) started running.
+async fn scale_out(lamina: &Lamina, noop: &[u8]) -> anyhow::Result<(Duration, Duration)> {
+    let name = "bench-scale";
+    lamina
+        .create_function(
+            name,
+            "provided.al2023",
+            "noop",
+            &zip(&[("bootstrap", noop, 0o755)])?,
+        )
+        .await?;
+    burst(lamina.address, name).await
+}
+
+/// 100 invocations of the no-op `function` at once; when the last and the 50th started.
+async fn burst(
+    address: std::net::SocketAddr,
+    function: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    let request = Arc::new(Prepared::signed(
+        ::http::Method::POST,
+        address,
+        &format!("/2015-03-31/functions/{function}/invocations"),
+        Bytes::from_static(b"{\"sleep_ms\":3000}"),
+    )?);
+    let mut connections = Vec::new();
+    for _ in 0..100 {
+        connections.push(Connection::open(address).await?);
+    }
+    let start = now_us();
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .map(|mut connection| {
+            let request = request.clone();
+            tokio::spawn(async move { connection.send(&request).await })
+        })
+        .collect();
+    let mut started = Vec::new();
+    for task in tasks {
+        let answer = task.await??;
+        let body: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        match body["started_us"].as_u64() {
+            Some(at) => started.push(u128::from(at)),
+            None => anyhow::bail!(
+                "scale-out invoke failed: {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ),
+        }
+    }
+    started.sort();
+    let after = |at: u128| Duration::from_micros(at.saturating_sub(start) as u64);
+    Ok((
+        after(started[started.len() - 1]),
+        after(started[started.len() / 2]),
+    ))
 }
 
 async fn print_loads(
@@ -528,6 +621,18 @@ fn main() -> anyhow::Result<()> {
                 Bytes::from_static(b"{}"),
             ));
             print_loads(floor.address, request, &cli).await
+        }),
+        Some(Command::Burst {
+            address,
+            ref function,
+        }) => runtime.block_on(async {
+            let (all, half) = burst(address, function).await?;
+            println!(
+                "all 100 running after {:.0} ms, 50 after {:.0} ms",
+                millis(all),
+                millis(half)
+            );
+            Ok(())
         }),
         Some(Command::Load {
             address,

@@ -101,6 +101,8 @@ fn subtree(root: u32, children: &HashMap<u32, Vec<u32>>) -> Vec<u32> {
 
 /// One instance's memory, by the program its runtime runs.
 pub struct InstanceMemory {
+    /// Built ahead of time and not yet given a function.
+    pub pooled: bool,
     /// `python3.11`, `node`, `bootstrap`, ...
     pub runtime: String,
     /// The whole instance: helper, init, runtime and its children.
@@ -109,8 +111,19 @@ pub struct InstanceMemory {
     pub runtime_only: Footprint,
 }
 
-/// Every instance of the server `server`.
-pub fn instances(server: u32) -> Vec<InstanceMemory> {
+/// The instance id a process belongs to: the last component of its cgroup path.
+fn instance_id(pid: u32) -> Option<String> {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroups
+        .lines()
+        .find(|line| line.contains(":memory:"))
+        .and_then(|line| line.rsplit('/').next())
+        .map(str::to_owned)
+}
+
+/// Every sandbox of the server `server`; those whose id is not in `assigned` (the ids of the
+/// instances that have a log stream) are pooled.
+pub fn instances(server: u32, assigned: &std::collections::HashSet<String>) -> Vec<InstanceMemory> {
     let children = children();
     let mut out = Vec::new();
     for helper in children.get(&server).into_iter().flatten() {
@@ -128,6 +141,7 @@ pub fn instances(server: u32) -> Vec<InstanceMemory> {
             total += footprint(*pid);
         }
         out.push(InstanceMemory {
+            pooled: instance_id(*helper).is_none_or(|id| !assigned.contains(&id)),
             runtime: name,
             total,
             runtime_only: footprint(runtime),

@@ -88,6 +88,28 @@ impl Lamina {
         self.child.id()
     }
 
+    /// The ids of the instances that have been given a function: the suffix of their log
+    /// streams' names (`…[VERSION]<id>.log`).
+    pub fn assigned_instances(&self) -> std::collections::HashSet<String> {
+        let mut ids = std::collections::HashSet::new();
+        let Ok(groups) = std::fs::read_dir(self._data.path().join("logs")) else {
+            return ids;
+        };
+        for group in groups.flatten() {
+            for stream in std::fs::read_dir(group.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = stream.file_name().to_string_lossy().into_owned();
+                if let Some((_, id)) = name.trim_end_matches(".log").rsplit_once(']') {
+                    ids.insert(id.to_owned());
+                }
+            }
+        }
+        ids
+    }
+
     /// SIGTERM, then wait: the server destroys its sandboxes on the way out.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let _ = Command::new("kill")

@@ -60,6 +60,9 @@ struct Route {
     additional: Option<(Arc<Version>, f64)>,
 }
 
+/// A qualifier's route, resolved once.
+type RouteCell = tokio::sync::OnceCell<Route>;
+
 /// Where an instance running an invocation goes back to.
 enum Home {
     Pool(Arc<Pool>),
@@ -80,7 +83,10 @@ pub struct Invoker {
     gate: Arc<Gate>,
     budget: MemoryBudget,
     functions: RwLock<HashMap<String, Arc<FunctionState>>>,
-    routes: RwLock<HashMap<(String, String), Route>>,
+    /// Resolved qualifiers. A cell is filled once by whoever misses first; the invocations
+    /// arriving meanwhile (a burst at a new function) wait for that one load instead of all
+    /// reading the store.
+    routes: RwLock<HashMap<(String, String), Arc<RouteCell>>>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
     provisioned: RwLock<HashMap<(String, String), Arc<ProvisionedSet>>>,
     provisioning: Arc<Semaphore>,
@@ -422,6 +428,8 @@ impl Invoker {
         for destroy in destroying {
             destroy.await;
         }
+        let host = self.host.clone();
+        let _ = tokio::task::spawn_blocking(move || host.sandboxes.clear()).await;
         self.host.logs.flush();
     }
 
@@ -448,9 +456,17 @@ impl Invoker {
 
     async fn route(&self, function: &str, qualifier: Option<&str>) -> Result<Route> {
         let key = (function.to_owned(), qualifier.unwrap_or(LATEST).to_owned());
-        if let Some(route) = read(&self.routes).get(&key) {
+        if let Some(route) = read(&self.routes).get(&key).and_then(|cell| cell.get()) {
             return Ok(route.clone());
         }
+        let cell = write(&self.routes).entry(key).or_default().clone();
+        cell.get_or_try_init(|| self.load_route(function, qualifier))
+            .await
+            .cloned()
+    }
+
+    /// Reads what `function:qualifier` resolves to from the store.
+    async fn load_route(&self, function: &str, qualifier: Option<&str>) -> Result<Route> {
         let record = match self.store.function(function).await {
             Ok(Some((record, _))) => record,
             Ok(None) => return Err(self.not_found(function, qualifier)),
@@ -486,13 +502,11 @@ impl Invoker {
                 (primary, additional)
             }
         };
-        let route = Route {
+        Ok(Route {
             function: state,
             primary,
             additional,
-        };
-        write(&self.routes).insert(key, route.clone());
-        Ok(route)
+        })
     }
 
     fn pool(&self, version: &Arc<Version>, function: &Arc<FunctionState>) -> Arc<Pool> {
@@ -788,7 +802,7 @@ impl Invoke for Invoker {
             in_use: self.gate.in_use(),
             unreserved_in_use: self.gate.unreserved_in_use(),
             throttles: self.gate.throttles(),
-            sandboxes_ready: 0,
+            sandboxes_ready: self.host.sandboxes.ready_count() as u32,
             memory_committed_mb: self.budget.committed_mb(),
             memory_budget_mb: self.budget.limit_mb(),
             functions,

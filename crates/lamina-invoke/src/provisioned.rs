@@ -103,7 +103,8 @@ impl ProvisionedSet {
         if !admitted {
             return Some(instance);
         }
-        instance.freeze();
+        // Idle from now on: the freezer tick freezes it, as it does every idle instance (and
+        // records that it did, so that taking it thaws it).
         self.idle.put(instance);
         None
     }

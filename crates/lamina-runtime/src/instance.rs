@@ -1,13 +1,12 @@
 //! One execution environment: a sandbox running a runtime, its Runtime API, its logs.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt as _;
-use lamina_sandbox::{Cgroup, CgroupRoot, Limits, Sandbox, SandboxSpec};
+use lamina_sandbox::{Assignment, Cgroup, CgroupRoot, Limits, Workload};
 use std::io::Read as _;
 use std::sync::Mutex;
 
@@ -17,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::catalogue::{Catalogue, Launch};
 use crate::logs::{LogSink, LogStream};
 use crate::runtime_api::{self, Channel, Invocation, Outcome, Pending, Progress};
+use crate::sandboxes::{Blueprint, Built, SandboxPool, base_environment};
 
 /// The Runtime API port inside every sandbox, as in Lambda.
 pub const RUNTIME_API_PORT: u16 = 9001;
@@ -37,6 +37,8 @@ pub struct Host {
     pub images: PathBuf,
     pub catalogue: Catalogue,
     pub logs: LogSink,
+    /// Sandboxes built ahead of time.
+    pub sandboxes: SandboxPool,
 }
 
 /// Why an instance is started (`AWS_LAMBDA_INITIALIZATION_TYPE`).
@@ -107,7 +109,7 @@ impl std::fmt::Debug for Instance {
     }
 }
 
-fn limits(memory_mb: u32) -> Limits {
+pub(crate) fn limits(memory_mb: u32) -> Limits {
     let memory_bytes = u64::from(memory_mb) << 20;
     // Lambda: 1,769 MB is one vCPU; cpu.shares 1024 is one CPU's weight.
     let cpu_shares = u64::from(memory_mb) * 1024 / 1769;
@@ -118,17 +120,30 @@ fn limits(memory_mb: u32) -> Limits {
     }
 }
 
+/// `LD_LIBRARY_PATH`: of Lambda's list (`/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:
+/// /var/task:/var/task/lib:/opt/lib`), the directories that can hold the function's own
+/// libraries and exist. The system directories are left out: the loader finds system
+/// libraries through its cache anyway, and it probes every listed directory in eight
+/// variants (glibc-hwcaps, tls, x86_64) before the cache, ~1 ms of a cold start here.
+fn library_path(config: &InstanceConfig) -> String {
+    let mut dirs = vec!["/var/task"];
+    if config.code_dir.join("lib").is_dir() {
+        dirs.push("/var/task/lib");
+    }
+    dirs.join(":")
+}
+
+/// The function's whole environment: its own variables, then the platform's (Lambda reserves
+/// those names, so nothing of the function's is overridden).
 fn environment(config: &InstanceConfig, log_stream: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = config.environment.clone();
-    let mut set = |k: &str, v: String| env.push((k.to_owned(), v));
-    set("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into());
-    set("LANG", "en_US.UTF-8".into());
-    set("TZ", ":UTC".into());
-    set(
-        "LD_LIBRARY_PATH",
-        "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into(),
+    env.extend(
+        base_environment()
+            .into_iter()
+            .filter(|(key, _)| key != "LD_LIBRARY_PATH"),
     );
-    set("PYTHONUNBUFFERED", "1".into());
+    let mut set = |k: &str, v: String| env.push((k.to_owned(), v));
+    set("LD_LIBRARY_PATH", library_path(config));
     set("_HANDLER", config.handler.clone());
     set("AWS_REGION", config.region.clone());
     set("AWS_DEFAULT_REGION", config.region.clone());
@@ -150,13 +165,23 @@ fn environment(config: &InstanceConfig, log_stream: &str) -> Vec<(String, String
     );
     set("AWS_LAMBDA_LOG_GROUP_NAME", config.log_group.clone());
     set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned());
-    set(
-        "AWS_LAMBDA_RUNTIME_API",
-        format!("127.0.0.1:{RUNTIME_API_PORT}"),
-    );
-    set("LAMBDA_TASK_ROOT", "/var/task".into());
-    set("LAMBDA_RUNTIME_DIR", "/var/runtime".into());
     env
+}
+
+/// Whether a runtime already started can take on the function: variables an interpreter reads
+/// only as it starts (its options, its library path, its locale) need a fresh start, and so
+/// does a package with its own `lib/` (the loader of a process started before the code was
+/// there remembers that directory as missing).
+fn zygote_can_take(config: &InstanceConfig) -> bool {
+    !config.code_dir.join("lib").exists()
+        && config.environment.iter().all(|(key, _)| {
+            !(key.starts_with("PYTHON") && key != "PYTHONPATH"
+                || key.starts_with("NODE_")
+                || key.starts_with("LD_")
+                || key.starts_with("LC_")
+                || key == "LANG"
+                || key == "AWS_LAMBDA_EXEC_WRAPPER")
+        })
 }
 
 fn log_stream_name(version: &str, id: &str) -> String {
@@ -170,100 +195,108 @@ fn log_stream_name(version: &str, id: &str) -> String {
 }
 
 impl Instance {
-    /// Creates the sandbox and starts the runtime; returns once the runtime process runs (its
-    /// initialisation continues until it first asks for an invocation).
-    pub async fn start(host: &Host, config: &InstanceConfig) -> Result<Instance, StartError> {
-        let (program, args) = match host.catalogue.launch(&config.runtime) {
-            None => return Err(StartError::UnknownRuntime(config.runtime.clone())),
-            Some(Launch::Interpreter { program, args }) => (program.clone(), args.clone()),
-            Some(Launch::Custom) => {
+    /// Takes a sandbox built ahead of time (or builds one), gives it the function and starts
+    /// the runtime; returns once the runtime runs (its initialisation continues until it first
+    /// asks for an invocation).
+    pub async fn start(host: &Arc<Host>, config: &InstanceConfig) -> Result<Instance, StartError> {
+        let started = Instant::now();
+        let launch = host
+            .catalogue
+            .launch(&config.runtime)
+            .ok_or_else(|| StartError::UnknownRuntime(config.runtime.clone()))?;
+        let zygote = match launch {
+            Launch::Custom => {
                 if !config.code_dir.join("bootstrap").is_file() {
                     return Err(StartError::NoBootstrap);
                 }
-                ("/var/task/bootstrap".to_owned(), Vec::new())
+                None
+            }
+            Launch::Interpreter { program, args } => {
+                zygote_can_take(config).then(|| (program.clone(), args.clone()))
             }
         };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let stream = log_stream_name(&config.version, &id);
-        let log = host.logs.stream(&config.log_group, &stream);
-        let work = host.work_dir.join(&id);
-        let (root, tmp) = (work.join("root"), work.join("tmp.img"));
-        let sandbox_error = |e: std::io::Error| StartError::Sandbox(e.to_string());
-        std::fs::create_dir_all(&root).map_err(sandbox_error)?;
-        let cgroup = Arc::new(
-            host.cgroups
-                .create(&id, limits(config.memory_mb))
-                .map_err(sandbox_error)?,
-        );
+        let blueprint = Blueprint {
+            zygote,
+            tmp_mb: config.ephemeral_storage_mb,
+        };
+        let built = match host.sandboxes.take(&blueprint) {
+            Some(built) => built,
+            None => {
+                let (building, blueprint) = (host.clone(), blueprint.clone());
+                tokio::task::spawn_blocking(move || crate::sandboxes::build(&building, &blueprint))
+                    .await
+                    .map_err(|e| StartError::Sandbox(e.to_string()))??
+            }
+        };
 
-        let spec = SandboxSpec {
-            root,
-            system_paths: ["/usr", "/bin", "/lib", "/lib64", "/sbin"]
-                .map(PathBuf::from)
-                .to_vec(),
-            etc_files: [
-                "/etc/ssl",
-                "/etc/ca-certificates",
-                "/etc/ld.so.cache",
-                "/etc/localtime",
-                "/etc/resolv.conf",
-            ]
-            .map(PathBuf::from)
-            .to_vec(),
+        let stream = log_stream_name(&config.version, &built.id);
+        let log = host.logs.stream(&config.log_group, &stream);
+        let env = environment(config, &stream);
+        let workload = match launch {
+            _ if blueprint.zygote.is_some() => None,
+            Launch::Custom => Some(("/var/task/bootstrap".to_owned(), Vec::new())),
+            Launch::Interpreter { program, args } => Some((program.clone(), args.clone())),
+        };
+        let assignment = Assignment {
             code: config.code_dir.clone(),
             opt: None,
-            runtime: Some(host.catalogue.runtime_dir.clone()),
-            tmp,
-            hostname: format!("sandbox-{}", &id[..12]),
-            uid: SANDBOX_UID,
-            gid: SANDBOX_UID,
-            runtime_api_port: RUNTIME_API_PORT,
-            cgroup_procs: cgroup.procs_files(),
-            max_open_files: 1024,
-            program,
-            args,
-            env: environment(config, &stream),
-            cwd: "/var/task".into(),
+            message: match workload {
+                None => serde_json::to_vec(&serde_json::json!({
+                    "env": env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                }))
+                .expect("an environment serializes"),
+                Some(_) => Vec::new(),
+            },
+            workload: workload.map(|(program, args)| Workload {
+                program,
+                args,
+                env,
+                cwd: "/var/task".into(),
+            }),
         };
-        let helper = host.helper.clone();
-        let (images, size) = (host.images.clone(), config.ephemeral_storage_mb);
-        let spawned = tokio::task::spawn_blocking(move || {
-            lamina_sandbox::tmpfs::prepare_image(
-                &images,
-                size,
-                SANDBOX_UID,
-                SANDBOX_UID,
-                &spec.tmp,
-            )
-            .map_err(|e| lamina_sandbox::SandboxError::Helper(format!("/tmp image: {e}")))?;
-            Sandbox::spawn(
-                &helper,
-                &["sandbox-helper"],
-                &spec,
-                Stdio::piped(),
-                Stdio::piped(),
-            )
+        let memory_mb = config.memory_mb;
+        let assigned = tokio::task::spawn_blocking(move || {
+            built.cgroup.set_limits(limits(memory_mb))?;
+            built
+                .sandbox
+                .assign(&assignment)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok::<_, std::io::Error>(built)
         })
         .await
         .map_err(|e| StartError::Sandbox(e.to_string()))?;
-        let mut sandbox = match spawned {
-            Ok(sandbox) => sandbox,
-            Err(err) => {
-                let cgroup = cgroup.clone();
-                let _ = tokio::task::spawn_blocking(move || cgroup.destroy()).await;
-                let _ = std::fs::remove_dir_all(&work);
-                return Err(StartError::Sandbox(err.to_string()));
-            }
-        };
+        let built = assigned.map_err(|e| StartError::Sandbox(e.to_string()))?;
+        let instance = Self::run(built, log, config.memory_mb, started);
+        // Only now: building the replacement competes for CPU with this cold start.
+        SandboxPool::replenish(host, &blueprint);
+        instance
+    }
 
+    /// Serves the Runtime API of an assigned sandbox, pumps its output into `log`, and
+    /// watches for its end.
+    fn run(
+        built: Built,
+        log: LogStream,
+        memory_mb: u32,
+        started: Instant,
+    ) -> Result<Instance, StartError> {
+        let Built {
+            id,
+            work,
+            cgroup,
+            sandbox,
+            stdout,
+            stderr,
+        } = built;
+        let fail = |err: std::io::Error| {
+            crate::sandboxes::destroy(&cgroup, &work);
+            StartError::Sandbox(err.to_string())
+        };
         let (channel, next) = Channel::new();
         let mut tasks = Vec::new();
-        sandbox
-            .runtime_api
-            .set_nonblocking(true)
-            .map_err(sandbox_error)?;
-        let listener =
-            tokio::net::TcpListener::from_std(sandbox.runtime_api).map_err(sandbox_error)?;
+        sandbox.runtime_api.set_nonblocking(true).map_err(fail)?;
+        let listener_fd = sandbox.runtime_api.try_clone().map_err(fail)?;
+        let listener = tokio::net::TcpListener::from_std(listener_fd).map_err(fail)?;
         let listener = listener.tap_io(|stream| {
             let _ = stream.set_nodelay(true);
         });
@@ -272,20 +305,18 @@ impl Instance {
             let _ = axum::serve(listener, router).await;
         }));
         let mut pipes = Vec::new();
-        let outputs: [Option<std::os::fd::OwnedFd>; 2] = [
-            sandbox.helper.stdout.take().map(Into::into),
-            sandbox.helper.stderr.take().map(Into::into),
-        ];
-        for fd in outputs.into_iter().flatten() {
-            let pipe = Arc::new(Pipe::new(fd, log.clone()).map_err(sandbox_error)?);
+        for fd in [stdout, stderr] {
+            let pipe = Arc::new(Pipe::new(fd, log.clone()).map_err(fail)?);
             let pump = pipe.clone();
             tasks.push(tokio::spawn(async move { pump.pump().await }));
             pipes.push(pipe);
         }
+        let exited = sandbox.exit_watch().map_err(fail)?;
         let (exit_tx, exit) = watch::channel(None);
-        let mut child = sandbox.helper;
-        tokio::task::spawn_blocking(move || {
-            let code = match child.wait() {
+        let mut helper = sandbox.helper;
+        tokio::spawn(async move {
+            exited.wait().await;
+            let code = match helper.wait() {
                 Ok(status) => status.code().unwrap_or(-1),
                 Err(_) => -1,
             };
@@ -294,7 +325,7 @@ impl Instance {
         Ok(Instance {
             id,
             log,
-            memory_mb: config.memory_mb,
+            memory_mb,
             channel,
             next,
             cgroup,
@@ -302,7 +333,7 @@ impl Instance {
             tasks,
             pipes,
             work,
-            started: Instant::now(),
+            started,
             initialised: AtomicBool::new(false),
         })
     }
@@ -451,13 +482,8 @@ impl Instance {
         }
         let cgroup = self.cgroup.clone();
         let work = self.work.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(err) = cgroup.destroy() {
-                tracing::warn!(%err, "removing an instance's cgroups");
-            }
-            let _ = std::fs::remove_dir_all(work);
-        })
-        .await;
+        let _ =
+            tokio::task::spawn_blocking(move || crate::sandboxes::destroy(&cgroup, &work)).await;
     }
 }
 

@@ -10,10 +10,12 @@ pub mod catalogue;
 mod instance;
 pub mod logs;
 mod runtime_api;
+pub mod sandboxes;
 
 pub use catalogue::Catalogue;
 pub use instance::{Host, InitType, Instance, InstanceConfig, StartError};
 pub use runtime_api::{Invocation, Outcome};
+pub use sandboxes::SandboxPool;
 
 /// The largest response a function may return (Lambda: 6 MB, plus the runtime's framing slack).
 pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024 + 100;

@@ -77,8 +77,12 @@ impl CgroupRoot {
             fs::create_dir(&dir).map_err(|e| io_context(e, dir.display()))?;
             dirs.push((*controller, dir));
         }
-        let mut cgroup = Cgroup { dirs, peak: None };
-        if let Err(err) = cgroup.apply(limits) {
+        let mut cgroup = Cgroup {
+            dirs,
+            peak: None,
+            limits: std::sync::Mutex::new(None),
+        };
+        if let Err(err) = cgroup.set_limits(limits) {
             let _ = cgroup.destroy();
             return Err(err);
         }
@@ -106,7 +110,12 @@ impl CgroupRoot {
                 .map(|(c, base)| (*c, base.join(id)))
                 .filter(|(_, d)| d.exists())
                 .collect();
-            Cgroup { dirs, peak: None }.destroy()?;
+            Cgroup {
+                dirs,
+                peak: None,
+                limits: Default::default(),
+            }
+            .destroy()?;
         }
         Ok(ids.len())
     }
@@ -119,6 +128,8 @@ pub struct Cgroup {
     /// `memory.max_usage_in_bytes`, kept open: it is read after every invocation, and
     /// re-reading from offset 0 regenerates it without a path lookup.
     peak: Option<fs::File>,
+    /// The limits last set, so that setting the same again writes nothing.
+    limits: std::sync::Mutex<Option<Limits>>,
 }
 
 impl Cgroup {
@@ -137,23 +148,46 @@ impl Cgroup {
         fs::write(&path, value).map_err(|e| io_context(e, path.display()))
     }
 
-    fn apply(&self, limits: Limits) -> io::Result<()> {
-        self.write(
-            "memory",
-            "memory.limit_in_bytes",
-            &limits.memory_bytes.to_string(),
-        )?;
+    /// Sets the instance's limits; they may change while it runs (a sandbox built ahead of
+    /// time gets its function's limits when it is assigned).
+    pub fn set_limits(&self, limits: Limits) -> io::Result<()> {
+        let mut current = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let old = current.take();
+        let changed =
+            |field: fn(&Limits) -> u64| old.as_ref().is_none_or(|o| field(o) != field(&limits));
+        if changed(|l| l.memory_bytes) {
+            self.set_memory(limits.memory_bytes)?;
+        }
+        if changed(|l| l.cpu_shares) {
+            self.write("cpu", "cpu.shares", &limits.cpu_shares.max(2).to_string())?;
+        }
+        if changed(|l| l.pids_max) {
+            self.write("pids", "pids.max", &limits.pids_max.to_string())?;
+        }
+        *current = Some(limits);
+        Ok(())
+    }
+
+    fn set_memory(&self, bytes: u64) -> io::Result<()> {
+        let memory = bytes.to_string();
         // With swap accounting the combined limit must match, or the instance could swap;
         // without it (no swap on the host) the file is absent and there is nothing to swap to.
+        // The kernel keeps memsw >= memory at every step: raise memsw first, lower it last.
         if self
             .dir("memory")
             .is_some_and(|d| d.join("memory.memsw.limit_in_bytes").exists())
         {
-            self.write(
-                "memory",
-                "memory.memsw.limit_in_bytes",
-                &limits.memory_bytes.to_string(),
-            )?;
+            if self
+                .write("memory", "memory.memsw.limit_in_bytes", &memory)
+                .is_ok()
+            {
+                self.write("memory", "memory.limit_in_bytes", &memory)?;
+            } else {
+                self.write("memory", "memory.limit_in_bytes", &memory)?;
+                self.write("memory", "memory.memsw.limit_in_bytes", &memory)?;
+            }
+        } else {
+            self.write("memory", "memory.limit_in_bytes", &memory)?;
         }
         if self
             .dir("memory")
@@ -161,8 +195,7 @@ impl Cgroup {
         {
             let _ = self.write("memory", "memory.swappiness", "0");
         }
-        self.write("cpu", "cpu.shares", &limits.cpu_shares.max(2).to_string())?;
-        self.write("pids", "pids.max", &limits.pids_max.to_string())
+        Ok(())
     }
 
     /// The `cgroup.procs` files a process writes its pid to in order to join.

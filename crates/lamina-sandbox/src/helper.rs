@@ -4,9 +4,8 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::IoSlice;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -16,20 +15,27 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use seccompiler::BpfProgram;
 
-use crate::{CONTROL_FD, Report, SandboxSpec, read_spec, seccomp};
+use crate::{
+    ASSIGNMENT_FD, AssignmentMessage, CONTROL_FD, Report, SandboxSpec, Workload, mount, read_spec,
+    receive_with_fds, seccomp, send_with_fds,
+};
 
 /// Device nodes of the host a function may use.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The helper's whole life; never returns.
 pub fn helper_main() -> ! {
-    // SAFETY: the server dup2'ed the control socket to CONTROL_FD for this process, and no
-    // other code here owns that descriptor.
+    // The control socket arrives as stdin; it moves to CONTROL_FD, and stdin becomes
+    // /dev/null, so that nothing the sandbox starts inherits a way back to the server.
+    // SAFETY: dup2 of stdin onto CONTROL_FD, which nothing in this fresh process holds.
+    if unsafe { libc::dup2(0, CONTROL_FD) } < 0 {
+        std::process::exit(1);
+    }
+    // SAFETY: CONTROL_FD now holds the control socket, and no other code here owns it.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     if let Err(err) = prctl::set_pdeathsig(Signal::SIGKILL) {
         fail(&control, format!("PR_SET_PDEATHSIG: {err}"));
@@ -38,7 +44,7 @@ pub fn helper_main() -> ! {
         // The server died before the death signal was armed.
         std::process::exit(1);
     }
-    let spec = read_spec().unwrap_or_else(|e| fail(&control, e));
+    let spec = read_spec(&control).unwrap_or_else(|e| fail(&control, e));
     if let Err(err) = stdin_from_dev_null() {
         fail(&control, err);
     }
@@ -70,7 +76,8 @@ pub fn helper_main() -> ! {
 }
 
 /// PID 1 of the sandbox: builds the root, hands over the Runtime API socket, starts the
-/// workload, reaps orphans, and exits with the workload's status.
+/// zygote if there is one, waits for its assignment, starts the workload, reaps orphans, and
+/// exits with the workload's status.
 fn init(spec: SandboxSpec, control: UnixStream, filters: Vec<BpfProgram>) -> ! {
     if let Err(err) = prctl::set_pdeathsig(Signal::SIGKILL) {
         fail(&control, format!("PR_SET_PDEATHSIG: {err}"));
@@ -83,25 +90,88 @@ fn init(spec: SandboxSpec, control: UnixStream, filters: Vec<BpfProgram>) -> ! {
     }
     let listener = TcpListener::bind(("127.0.0.1", spec.runtime_api_port))
         .unwrap_or_else(|e| fail(&control, format!("Runtime API socket: {e}")));
+    let zygote = spec.zygote.as_ref().map(|workload| {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .unwrap_or_else(|e| fail(&control, format!("the zygote's pipe: {e}")));
+        let pid = start(&spec, workload, &filters, Some(read), &control);
+        (pid, write)
+    });
+    if let Err(err) = report(&control, &Report::Ready, Some(listener.as_raw_fd())) {
+        eprintln!("lamina sandbox: reporting to the server failed: {err}");
+        std::process::exit(1);
+    }
+    drop(listener);
+
+    // Built: wait for the assignment. End of file means the server let the sandbox go.
+    let (message, fds) = match receive_with_fds(&control) {
+        Ok((message, _)) if message.is_empty() => std::process::exit(0),
+        Ok(received) => received,
+        Err(err) => fail(&control, format!("receiving the assignment: {err}")),
+    };
+    let assignment: AssignmentMessage = serde_json::from_slice(&message)
+        .unwrap_or_else(|e| fail(&control, format!("parsing the assignment: {e}")));
+    let mut mounts = fds.into_iter();
+    let code = mounts
+        .next()
+        .unwrap_or_else(|| fail(&control, "an assignment without code"));
+    if let Err(err) = mount::attach(&code, Path::new("/var/task")) {
+        fail(&control, format!("attaching the code at /var/task: {err}"));
+    }
+    if assignment.with_opt {
+        let opt = mounts
+            .next()
+            .unwrap_or_else(|| fail(&control, "an assignment without its /opt"));
+        if let Err(err) = mount::attach(&opt, Path::new("/opt")) {
+            fail(&control, format!("attaching /opt: {err}"));
+        }
+    }
+    let workload = match (zygote, &assignment.workload) {
+        (Some((pid, pipe)), None) => {
+            // The zygote must still be waiting; one that died in the pool is no sandbox.
+            if !matches!(
+                waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            ) {
+                fail(&control, "the zygote exited before its assignment");
+            }
+            let mut pipe = fs::File::from(pipe);
+            if let Err(err) = std::io::Write::write_all(&mut pipe, &assignment.message) {
+                fail(
+                    &control,
+                    format!("handing the zygote its assignment: {err}"),
+                );
+            }
+            pid
+        }
+        (None, Some(workload)) => start(&spec, workload, &filters, None, &control),
+        _ => fail(&control, "an assignment that does not fit the sandbox"),
+    };
+    drop((code, mounts));
+    if let Err(err) = report(&control, &Report::Ready, None) {
+        eprintln!("lamina sandbox: reporting to the server failed: {err}");
+        std::process::exit(1);
+    }
+    drop(control);
+    reap_until(workload)
+}
+
+/// Forks and execs `workload`; `assignment` becomes its [`ASSIGNMENT_FD`].
+fn start(
+    spec: &SandboxSpec,
+    workload: &Workload,
+    filters: &[BpfProgram],
+    assignment: Option<OwnedFd>,
+    control: &UnixStream,
+) -> Pid {
     // SAFETY: init is single-threaded, as its parent was.
     match unsafe { fork() } {
-        Err(err) => fail(&control, format!("fork: {err}")),
+        Err(err) => fail(control, format!("fork: {err}")),
         Ok(ForkResult::Child) => {
-            drop(listener);
-            drop(control);
-            let err = exec_workload(&spec, &filters);
-            eprintln!("lamina sandbox: cannot start {}: {err}", spec.program);
+            let err = exec_workload(spec, workload, filters, assignment.as_ref());
+            eprintln!("lamina sandbox: cannot start {}: {err}", workload.program);
             std::process::exit(127);
         }
-        Ok(ForkResult::Parent { child }) => {
-            if let Err(err) = report(&control, &Report::Ready, Some(listener.as_raw_fd())) {
-                eprintln!("lamina sandbox: reporting to the server failed: {err}");
-                std::process::exit(1);
-            }
-            drop(listener);
-            drop(control);
-            reap_until(child)
-        }
+        Ok(ForkResult::Parent { child }) => child,
     }
 }
 
@@ -139,15 +209,8 @@ fn exit_code(status: WaitStatus) -> i32 {
 
 fn report(control: &UnixStream, report: &Report, fd: Option<RawFd>) -> Result<(), String> {
     let payload = serde_json::to_vec(report).expect("a report serializes");
-    let iov = [IoSlice::new(&payload)];
-    let fds = fd.map(|fd| [fd]);
-    let cmsgs: Vec<ControlMessage<'_>> = fds
-        .as_ref()
-        .map(|fds| vec![ControlMessage::ScmRights(fds)])
-        .unwrap_or_default();
-    sendmsg::<()>(control.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    send_with_fds(control, &payload, &fds)
 }
 
 fn fail(control: &UnixStream, message: impl Into<String>) -> ! {
@@ -272,13 +335,9 @@ fn build_root(spec: &SandboxSpec) -> Result<(), String> {
     )?;
     write("hostname", format!("{}\n", spec.hostname))?;
 
-    let task = root.join("var/task");
-    fs::create_dir_all(&task).map_err(|e| e.to_string())?;
-    bind_read_only(&spec.code, &task)?;
-    let opt = root.join("opt");
-    fs::create_dir_all(&opt).map_err(|e| e.to_string())?;
-    if let Some(layers) = &spec.opt {
-        bind_read_only(layers, &opt)?;
+    // Mount points for the code and the layers, attached when the sandbox is assigned.
+    for dir in ["var/task", "opt"] {
+        fs::create_dir_all(root.join(dir)).map_err(|e| e.to_string())?;
     }
 
     if let Some(runtime) = &spec.runtime {
@@ -289,8 +348,11 @@ fn build_root(spec: &SandboxSpec) -> Result<(), String> {
 
     let tmp = root.join("tmp");
     fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    if spec.tmp.is_file() {
-        crate::tmpfs::mount_image(&spec.tmp, &tmp)?;
+    let is_device = fs::metadata(&spec.tmp)
+        .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+        .unwrap_or(false);
+    if is_device {
+        crate::tmpfs::mount_device(&spec.tmp, &tmp)?;
     } else {
         let owner = (Some(Uid::from_raw(spec.uid)), Some(Gid::from_raw(spec.gid)));
         nix::unistd::chown(&spec.tmp, owner.0, owner.1)
@@ -386,7 +448,7 @@ fn loopback_up() -> std::io::Result<()> {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let _guard = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let _guard = OwnedFd::from_raw_fd(fd);
         let mut request: libc::ifreq = std::mem::zeroed();
         for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as libc::c_char;
@@ -402,8 +464,14 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Drops every privilege and execs the workload; returns only on failure.
-fn exec_workload(spec: &SandboxSpec, filters: &[BpfProgram]) -> String {
+/// Drops every privilege and execs the workload; returns only on failure. `assignment`, when
+/// given, becomes descriptor [`ASSIGNMENT_FD`]; no other descriptor but stdio survives.
+fn exec_workload(
+    spec: &SandboxSpec,
+    workload: &Workload,
+    filters: &[BpfProgram],
+    assignment: Option<&OwnedFd>,
+) -> String {
     let _ = nix::unistd::setsid();
     if let Err(err) = setrlimit(
         Resource::RLIMIT_NOFILE,
@@ -413,7 +481,7 @@ fn exec_workload(spec: &SandboxSpec, filters: &[BpfProgram]) -> String {
         return format!("RLIMIT_NOFILE: {err}");
     }
     let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
-    if nix::unistd::chdir(spec.cwd.as_str()).is_err() {
+    if nix::unistd::chdir(workload.cwd.as_str()).is_err() {
         let _ = nix::unistd::chdir("/");
     }
     for capability in 0..=63 {
@@ -437,10 +505,21 @@ fn exec_workload(spec: &SandboxSpec, filters: &[BpfProgram]) -> String {
     if let Err(err) = prctl::set_no_new_privs() {
         return format!("no_new_privs: {err}");
     }
-    // SAFETY: close_range takes integers only; every descriptor above stderr belongs to the
-    // helper and must not leak into the function.
+    let mut keep_from = 3u32;
+    if let Some(fd) = assignment {
+        // SAFETY: dup2 onto ASSIGNMENT_FD; the duplicate is not close-on-exec, so it survives.
+        if unsafe { libc::dup2(fd.as_raw_fd(), ASSIGNMENT_FD) } < 0 {
+            return format!(
+                "the assignment descriptor: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        keep_from = ASSIGNMENT_FD as u32 + 1;
+    }
+    // SAFETY: close_range takes integers only; every other descriptor above stderr belongs to
+    // the helper and must not leak into the function.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, keep_from, u32::MAX, 0u32);
     }
     for filter in filters {
         if let Err(err) = seccompiler::apply_filter(filter) {
@@ -448,10 +527,10 @@ fn exec_workload(spec: &SandboxSpec, filters: &[BpfProgram]) -> String {
         }
     }
     let cstring = |s: &str| CString::new(s).unwrap_or_default();
-    let program = cstring(&spec.program);
+    let program = cstring(&workload.program);
     let mut argv = vec![program.clone()];
-    argv.extend(spec.args.iter().map(|a| cstring(a)));
-    let env: Vec<CString> = spec
+    argv.extend(workload.args.iter().map(|a| cstring(a)));
+    let env: Vec<CString> = workload
         .env
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))

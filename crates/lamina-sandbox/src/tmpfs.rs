@@ -3,8 +3,8 @@
 //!
 //! Each instance gets a sparse copy of an empty ext4 image of its size (made once per size with
 //! `mke2fs`, then copied in about a millisecond: only its metadata blocks hold data), attached to
-//! a loop device with autoclear inside the sandbox's mount namespace, so the device lets go when
-//! the sandbox's last reference to the mount does.
+//! a loop device with autoclear by the server ([`attach`]) and mounted by the helper inside the
+//! sandbox's mount namespace, so the device lets go when the sandbox's mount does.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -111,31 +111,35 @@ fn sparse_copy(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Attaches `image` to a free loop device and mounts it at `target` (nosuid, nodev). Runs in
-/// the helper, inside the sandbox's mount namespace.
-pub(crate) fn mount_image(image: &Path, target: &Path) -> Result<(), String> {
+/// A loop device attached to a `/tmp` image. Holding it keeps the device; once the helper has
+/// mounted it, drop it: the device is detached when the mount goes (autoclear).
+#[derive(Debug)]
+pub struct LoopDevice {
+    _device: File,
+    pub path: std::path::PathBuf,
+}
+
+/// Attaches `image` to a free loop device.
+///
+/// Concurrent attaches are the rule when many sandboxes are built at once, and the kernel hands
+/// every caller of `LOOP_CTL_GET_FREE` the same free device: attaches in this process take
+/// turns, and losing the race to another process is retried.
+pub fn attach(image: &Path) -> io::Result<LoopDevice> {
+    static ATTACHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ATTACHING.lock().unwrap_or_else(|p| p.into_inner());
     let control = OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/loop-control")
-        .map_err(|e| format!("/dev/loop-control: {e}"))?;
-    let backing = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)
-        .map_err(|e| format!("{}: {e}", image.display()))?;
-    for _ in 0..32 {
+        .open("/dev/loop-control")?;
+    let backing = OpenOptions::new().read(true).write(true).open(image)?;
+    for attempt in 0..200 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if number < 0 {
-            return Err(format!("LOOP_CTL_GET_FREE: {}", io::Error::last_os_error()));
+            return Err(io::Error::last_os_error());
         }
-        let device = format!("/dev/loop{number}");
-        let loop_device = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&device)
-            .map_err(|e| format!("{device}: {e}"))?;
+        let path = std::path::PathBuf::from(format!("/dev/loop{number}"));
+        let device = OpenOptions::new().read(true).write(true).open(&path)?;
         // SAFETY: LoopConfig is plain old data matching `struct loop_config`; all-zero is a
         // valid value for every field.
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
@@ -143,25 +147,29 @@ pub(crate) fn mount_image(image: &Path, target: &Path) -> Result<(), String> {
         config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
         // SAFETY: LOOP_CONFIGURE reads one `struct loop_config` from the pointer, which
         // points at `config`, alive for the call.
-        let result = unsafe { libc::ioctl(loop_device.as_raw_fd(), LOOP_CONFIGURE, &config) };
-        if result < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EBUSY) {
-                continue; // another process took this device between the two calls
-            }
-            return Err(format!("LOOP_CONFIGURE {device}: {err}"));
+        let result = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE, &config) };
+        if result == 0 {
+            return Ok(LoopDevice {
+                _device: device,
+                path,
+            });
         }
-        let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
-        return nix::mount::mount(
-            Some(device.as_str()),
-            target,
-            Some("ext4"),
-            flags,
-            None::<&str>,
-        )
-        .map_err(|e| format!("mounting {device} at {}: {e}", target.display()));
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) {
+            return Err(err);
+        }
+        // Another process took it between the two calls; let it finish.
+        std::thread::sleep(std::time::Duration::from_micros(100 * (attempt % 10 + 1)));
     }
-    Err("no free loop device".into())
+    Err(io::Error::other("no free loop device after 200 attempts"))
+}
+
+/// Mounts the ext4 `/tmp` on loop device `device` at `target` (nosuid, nodev). Runs in the
+/// helper, inside the sandbox's mount namespace.
+pub(crate) fn mount_device(device: &Path, target: &Path) -> Result<(), String> {
+    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    nix::mount::mount(Some(device), target, Some("ext4"), flags, None::<&str>)
+        .map_err(|e| format!("mounting {} at {}: {e}", device.display(), target.display()))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use lamina_core::invoke::{Invoke, InvokeRequest, InvokeResponse};
 use lamina_core::{Error, Result};
 use lamina_invoke::{Invoker, Settings};
 use lamina_runtime::logs::LogSink;
-use lamina_runtime::{Catalogue, Host};
+use lamina_runtime::{Catalogue, Host, SandboxPool};
 use lamina_sandbox::CgroupRoot;
 use lamina_store::{CodeStore, Observed};
 
@@ -50,12 +50,13 @@ impl Engine {
         code: CodeStore,
         account: Account,
         settings: Settings,
+        sandbox_pool: usize,
         log_retention: Option<Duration>,
     ) -> anyhow::Result<Self> {
         let catalogue =
             Catalogue::install(&data_dir.join("runtime")).context("installing the runtimes")?;
         let runtimes = catalogue.runtimes();
-        let host = match host(data_dir, catalogue) {
+        let host = match host(data_dir, catalogue, sandbox_pool) {
             Ok(host) => host,
             Err(err) => {
                 let reason = format!("{err:#}");
@@ -162,7 +163,7 @@ fn scope(data_dir: &Path) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-fn host(data_dir: &Path, catalogue: Catalogue) -> anyhow::Result<Host> {
+fn host(data_dir: &Path, catalogue: Catalogue, sandbox_pool: usize) -> anyhow::Result<Host> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("sandboxes need root (namespaces, cgroups, mounts)");
     }
@@ -184,5 +185,6 @@ fn host(data_dir: &Path, catalogue: Catalogue) -> anyhow::Result<Host> {
         images: data_dir.join("images"),
         catalogue,
         logs: LogSink::start(&data_dir.join("logs")).context("opening the log directory")?,
+        sandboxes: SandboxPool::new(sandbox_pool),
     })
 }

@@ -73,6 +73,10 @@ struct ServerArgs {
     /// memory less 1 GiB]. Idle environments are evicted to make room before work is refused.
     #[arg(long, env = "LAMINA_MEMORY_BUDGET_MB")]
     memory_budget_mb: Option<u64>,
+    /// Sandboxes kept built ahead of time for each kind in use (a runtime's interpreter
+    /// waiting in it, and a `/tmp` size); 0 builds every sandbox on demand.
+    #[arg(long, env = "LAMINA_SANDBOX_POOL", default_value_t = 4)]
+    sandbox_pool: usize,
     /// How many days function logs are kept (0: forever).
     #[arg(long, env = "LAMINA_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
@@ -94,6 +98,14 @@ enum LogFormat {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The sandbox helper is started once per sandbox: straight to it, before building the
+    // whole command-line parser.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "sandbox-helper")
+    {
+        lamina_sandbox::helper_main();
+    }
     let cli = Cli::parse();
     match cli.command {
         // Before anything else: the helper must stay single-threaded.
@@ -237,6 +249,7 @@ async fn open_state(
         code.clone(),
         account.clone(),
         settings,
+        args.sandbox_pool,
         (args.log_retention_days > 0)
             .then(|| Duration::from_secs(args.log_retention_days * 86_400)),
     )

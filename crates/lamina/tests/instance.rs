@@ -1,16 +1,17 @@
 //! Instances end to end: a real sandbox, our Python bootstrap, the Runtime API. Needs root.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use lamina_runtime::logs::LogSink;
-use lamina_runtime::{Catalogue, Host, Instance, InstanceConfig, Invocation, Outcome};
+use lamina_runtime::{Catalogue, Host, Instance, InstanceConfig, Invocation, Outcome, SandboxPool};
 use lamina_sandbox::CgroupRoot;
 
 struct Fixture {
     dir: tempfile::TempDir,
-    host: Host,
+    host: Arc<Host>,
 }
 
 fn fixture() -> Option<Fixture> {
@@ -26,8 +27,12 @@ fn fixture() -> Option<Fixture> {
         images: dir.path().join("images"),
         catalogue: Catalogue::install(&dir.path().join("runtime")).unwrap(),
         logs: LogSink::start(&dir.path().join("logs")).unwrap(),
+        sandboxes: SandboxPool::new(0),
     };
-    Some(Fixture { dir, host })
+    Some(Fixture {
+        dir,
+        host: Arc::new(host),
+    })
 }
 
 impl Fixture {

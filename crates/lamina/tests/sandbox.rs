@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lamina_sandbox::{Cgroup, CgroupRoot, Limits, Sandbox, SandboxSpec};
+use lamina_sandbox::{Assignment, Cgroup, CgroupRoot, Limits, Sandbox, SandboxSpec, Workload};
 
 const UID: u32 = 993;
 
@@ -71,7 +71,7 @@ impl Probe {
         }
     }
 
-    fn spec(&self, cgroup: &Cgroup, script: &str) -> SandboxSpec {
+    fn spec(&self, cgroup: &Cgroup) -> SandboxSpec {
         SandboxSpec {
             root: self.root.clone(),
             system_paths: ["/usr", "/bin", "/lib", "/lib64", "/sbin"]
@@ -80,8 +80,6 @@ impl Probe {
             etc_files: ["/etc/ssl", "/etc/ld.so.cache", "/etc/localtime"]
                 .map(PathBuf::from)
                 .to_vec(),
-            code: self.code.clone(),
-            opt: None,
             runtime: None,
             tmp: self.tmp.clone(),
             hostname: "sandbox".into(),
@@ -90,10 +88,17 @@ impl Probe {
             runtime_api_port: 9001,
             cgroup_procs: cgroup.procs_files(),
             max_open_files: 1024,
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            cwd: "/var/task".into(),
+            zygote: None,
+        }
+    }
+
+    /// An assignment of the probe's code that runs `script`.
+    fn assignment(&self, script: &str) -> Assignment {
+        Assignment {
+            code: self.code.clone(),
+            opt: None,
+            workload: Some(shell(script)),
+            message: Vec::new(),
         }
     }
 
@@ -101,15 +106,15 @@ impl Probe {
     fn run(&self, script: &str) -> (i32, String, bool) {
         let root = CgroupRoot::detect("tests").unwrap();
         let cgroup = root.create(&unique("test"), self.limits).unwrap();
-        let spec = self.spec(&cgroup, script);
-        let mut sandbox = Sandbox::spawn(
+        let mut sandbox = Sandbox::build(
             helper(),
             &["sandbox-helper"],
-            &spec,
+            &self.spec(&cgroup),
             Stdio::piped(),
             Stdio::piped(),
         )
         .unwrap();
+        sandbox.assign(&self.assignment(script)).unwrap();
         // Answer on the Runtime API socket so probes can tell they reached it.
         let listener = sandbox.runtime_api.try_clone().unwrap();
         std::thread::spawn(move || {
@@ -139,6 +144,15 @@ impl Probe {
             out + &reader.join().unwrap(),
             oom,
         )
+    }
+}
+
+fn shell(script: &str) -> Workload {
+    Workload {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: "/var/task".into(),
     }
 }
 
@@ -287,18 +301,19 @@ fn destroying_the_cgroup_kills_every_process() {
         .create(&unique("kill"), probe.limits)
         .unwrap();
     let marker = unique("sleep-marker");
-    let spec = probe.spec(
-        &cgroup,
-        &format!("sleep 300 & sleep 300 & exec -a {marker} sleep 300"),
-    );
-    let mut sandbox = Sandbox::spawn(
+    let mut sandbox = Sandbox::build(
         helper(),
         &["sandbox-helper"],
-        &spec,
+        &probe.spec(&cgroup),
         Stdio::null(),
         Stdio::null(),
     )
     .unwrap();
+    sandbox
+        .assign(&probe.assignment(&format!(
+            "sleep 300 & sleep 300 & exec -a {marker} sleep 300"
+        )))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     cgroup.destroy().unwrap();
@@ -317,16 +332,14 @@ fn destroying_the_cgroup_kills_every_process() {
 }
 
 #[test]
-fn helper_failure_is_reported_not_hung() {
+fn build_and_assignment_failures_are_reported_not_hung() {
     require_root!();
     let probe = Probe::new();
-    let cgroup = CgroupRoot::detect("tests")
-        .unwrap()
-        .create(&unique("fail"), probe.limits)
-        .unwrap();
-    let mut spec = probe.spec(&cgroup, "true");
-    spec.code = PathBuf::from("/nonexistent/code");
-    let err = Sandbox::spawn(
+    let root = CgroupRoot::detect("tests").unwrap();
+    let cgroup = root.create(&unique("fail"), probe.limits).unwrap();
+    let mut spec = probe.spec(&cgroup);
+    spec.runtime = Some(PathBuf::from("/nonexistent/runtime"));
+    let err = Sandbox::build(
         helper(),
         &["sandbox-helper"],
         &spec,
@@ -334,6 +347,88 @@ fn helper_failure_is_reported_not_hung() {
         Stdio::null(),
     )
     .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/runtime"), "{err}");
+    cgroup.destroy().unwrap();
+
+    let cgroup = root.create(&unique("fail"), probe.limits).unwrap();
+    let sandbox = Sandbox::build(
+        helper(),
+        &["sandbox-helper"],
+        &probe.spec(&cgroup),
+        Stdio::null(),
+        Stdio::null(),
+    )
+    .unwrap();
+    let mut assignment = probe.assignment("true");
+    assignment.code = PathBuf::from("/nonexistent/code");
+    let err = sandbox.assign(&assignment).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/code"), "{err}");
     cgroup.destroy().unwrap();
+}
+
+/// Runs a sandbox whose zygote is `script`, assigned `message`; returns its output.
+fn zygote(probe: &Probe, script: &str, message: &[u8]) -> Result<String, String> {
+    let cgroup = CgroupRoot::detect("tests")
+        .unwrap()
+        .create(&unique("zygote"), probe.limits)
+        .unwrap();
+    let mut spec = probe.spec(&cgroup);
+    spec.zygote = Some(shell(script));
+    let mut sandbox = Sandbox::build(
+        helper(),
+        &["sandbox-helper"],
+        &spec,
+        Stdio::piped(),
+        Stdio::null(),
+    )
+    .unwrap();
+    // The zygote is running already, waiting: give it a moment to prove it waits.
+    std::thread::sleep(Duration::from_millis(100));
+    let assigned = sandbox.assign(&Assignment {
+        code: probe.code.clone(),
+        opt: None,
+        workload: None,
+        message: message.to_vec(),
+    });
+    let result = match assigned {
+        Ok(()) => {
+            let mut out = String::new();
+            sandbox
+                .helper
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            sandbox.helper.wait().unwrap();
+            Ok(out)
+        }
+        Err(err) => Err(err.to_string()),
+    };
+    cgroup.destroy().unwrap();
+    result
+}
+
+#[test]
+fn a_zygote_waits_for_its_assignment_then_sees_the_code() {
+    require_root!();
+    let probe = Probe::new();
+    let out = zygote(
+        &probe,
+        "ls /var/task | wc -l; read -r line <&3; echo \"got $line\"; cat /var/task/hello.txt",
+        b"the assignment\n",
+    )
+    .unwrap();
+    assert_eq!(out, "0\ngot the assignment\nhello from the task\n");
+}
+
+#[test]
+fn a_zygote_that_died_before_its_assignment_is_refused() {
+    require_root!();
+    let probe = Probe::new();
+    let err = zygote(&probe, "exit 0", b"{}").unwrap_err();
+    assert!(
+        err.contains("the zygote exited before its assignment"),
+        "{err}"
+    );
 }
