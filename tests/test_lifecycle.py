@@ -137,10 +137,35 @@ def test_idle_instances_are_frozen_between_invocations(lam, server):
     pids = processes_of(server, name)
     assert pids
     # State D (frozen by the cgroup freezer) or S with the freezer cgroup FROZEN.
-    def frozen(pid):
+    def freezer(pid):
         for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
             _, controllers, path = line.split(":", 2)
             if "freezer" in controllers.split(","):
-                return Path(f"/sys/fs/cgroup/freezer{path}/freezer.state").read_text().strip()
-    assert wait_until(lambda: all(frozen(pid) == "FROZEN" for pid in pids)), [frozen(p) for p in pids]
+                return path
+
+    # The sandbox's init and runtime are in its freezer cgroup; its helper stays out of it (so it
+    # can thaw the sandbox should the server die).
+    ids = instance_ids(server, name)
+    in_freezer = [pid for pid in pids if freezer(pid).rsplit("/", 1)[-1] in ids]
+    assert len(in_freezer) >= 2, (pids, [freezer(p) for p in pids])
+
+    def state(pid):
+        return Path(f"/sys/fs/cgroup/freezer{freezer(pid)}/freezer.state").read_text().strip()
+    assert wait_until(lambda: all(state(pid) == "FROZEN" for pid in in_freezer)), [state(p) for p in in_freezer]
     assert lam.invoke(FunctionName=name)["Payload"].read() == b"2"
+
+
+def test_kill9_while_instances_are_frozen_leaves_no_sandbox(fresh_server):
+    """Frozen processes cannot act on SIGKILL (cgroup v1): killing the server while its idle
+    instances are frozen must still take every sandbox along, without a restart."""
+    fresh_server.start()
+    lam = fresh_server.client()
+    names = [sleeper(lam) for _ in range(2)]
+    for name in names:
+        assert lam.invoke(FunctionName=name)["Payload"].read() == b"1"
+    assert wait_until(lambda: all(processes_of(fresh_server, name) for name in names))
+    time.sleep(0.3)  # idle long enough to be frozen
+    sandboxes = descendants(fresh_server.proc.pid)
+    fresh_server.kill()
+    assert wait_until(lambda: not alive(sandboxes)), [
+        (pid, Path(f"/proc/{pid}/wchan").read_text()) for pid in alive(sandboxes)]

@@ -123,6 +123,7 @@ pub(crate) fn build(host: &Host, blueprint: &Blueprint) -> Result<Built, StartEr
             gid: SANDBOX_UID,
             runtime_api_port: RUNTIME_API_PORT,
             cgroup_procs: cgroup.procs_files(),
+            freezer: cgroup.freezer_dir(),
             max_open_files: 1024,
             zygote: blueprint.zygote.as_ref().map(|(program, args)| {
                 let mut env = base_environment();

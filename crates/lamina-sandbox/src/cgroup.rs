@@ -198,12 +198,20 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The `cgroup.procs` files a process writes its pid to in order to join.
+    /// The `cgroup.procs` files a process writes its pid to in order to join every cgroup of
+    /// the instance but the freezer's (see [`freezer_dir`](Self::freezer_dir)).
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs
             .iter()
+            .filter(|(controller, _)| *controller != "freezer")
             .map(|(_, d)| d.join("cgroup.procs"))
             .collect()
+    }
+
+    /// The freezer cgroup: the sandbox's processes join it, its helper stays out, so that the
+    /// helper can still thaw a frozen sandbox (frozen processes cannot act on SIGKILL).
+    pub fn freezer_dir(&self) -> Option<PathBuf> {
+        self.dir("freezer").map(Path::to_path_buf)
     }
 
     /// The peak memory use since creation, in bytes.

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
@@ -27,6 +28,29 @@ use crate::{
 /// Device nodes of the host a function may use.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// The sandbox's `freezer.state`, open for writing, and its init's pid: what the helper needs
+/// to take the sandbox down from a signal handler when the server dies.
+static FREEZER_STATE: AtomicI32 = AtomicI32::new(-1);
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The helper's parent-death signal handler: a frozen sandbox cannot die, so thaw it first,
+/// then kill init (which takes the whole PID namespace along), then go.
+extern "C" fn on_server_death(_: libc::c_int) {
+    // SAFETY: write, kill and _exit are async-signal-safe; the descriptor and pid were stored
+    // before the handler could run and are only read here.
+    unsafe {
+        let state = FREEZER_STATE.load(Ordering::Relaxed);
+        if state >= 0 {
+            libc::write(state, b"THAWED".as_ptr().cast(), 6);
+        }
+        let init = INIT_PID.load(Ordering::Relaxed);
+        if init > 0 {
+            libc::kill(init, libc::SIGKILL);
+        }
+        libc::_exit(1);
+    }
+}
+
 /// The helper's whole life; never returns.
 pub fn helper_main() -> ! {
     // The control socket arrives as stdin; it moves to CONTROL_FD, and stdin becomes
@@ -37,7 +61,16 @@ pub fn helper_main() -> ! {
     }
     // SAFETY: CONTROL_FD now holds the control socket, and no other code here owns it.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    if let Err(err) = prctl::set_pdeathsig(Signal::SIGKILL) {
+    let handler = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_server_death),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::all(),
+    );
+    // SAFETY: the handler only makes async-signal-safe calls (see on_server_death).
+    if let Err(err) = unsafe { nix::sys::signal::sigaction(Signal::SIGTERM, &handler) } {
+        fail(&control, format!("SIGTERM handler: {err}"));
+    }
+    if let Err(err) = prctl::set_pdeathsig(Signal::SIGTERM) {
         fail(&control, format!("PR_SET_PDEATHSIG: {err}"));
     }
     if nix::unistd::getppid() == Pid::from_raw(1) {
@@ -54,6 +87,17 @@ pub fn helper_main() -> ! {
             fail(&control, format!("joining {}: {err}", procs.display()));
         }
     }
+    if let Some(freezer) = &spec.freezer {
+        let state = fs::OpenOptions::new()
+            .write(true)
+            .open(freezer.join("freezer.state"))
+            .unwrap_or_else(|e| fail(&control, format!("opening the freezer: {e}")));
+        // Kept open (and close-on-exec) for the life of the helper, for on_server_death.
+        FREEZER_STATE.store(
+            std::os::fd::IntoRawFd::into_raw_fd(state),
+            Ordering::Relaxed,
+        );
+    }
     let filters = seccomp::filters().unwrap_or_else(|e| fail(&control, format!("seccomp: {e}")));
     let namespaces = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -69,6 +113,7 @@ pub fn helper_main() -> ! {
         Err(err) => fail(&control, format!("fork: {err}")),
         Ok(ForkResult::Child) => init(spec, control, filters),
         Ok(ForkResult::Parent { child }) => {
+            INIT_PID.store(child.as_raw(), Ordering::Relaxed);
             drop(control);
             std::process::exit(wait_exit_code(child));
         }
@@ -81,6 +126,12 @@ pub fn helper_main() -> ! {
 fn init(spec: SandboxSpec, control: UnixStream, filters: Vec<BpfProgram>) -> ! {
     if let Err(err) = prctl::set_pdeathsig(Signal::SIGKILL) {
         fail(&control, format!("PR_SET_PDEATHSIG: {err}"));
+    }
+    // Everything from init down can be frozen; "0" is the writing process.
+    if let Some(freezer) = &spec.freezer
+        && let Err(err) = fs::write(freezer.join("cgroup.procs"), "0")
+    {
+        fail(&control, format!("joining the freezer: {err}"));
     }
     if let Err(err) = build_root(&spec) {
         fail(&control, err);

@@ -13,7 +13,8 @@
 //!    new PID namespace (an init that reaps orphans), and dies with the helper, which dies with
 //!    the server (`PR_SET_PDEATHSIG`; helpers are forked from one thread that lives as long as
 //!    the server, since the signal follows the forking *thread*), so no sandbox process outlives
-//!    the server;
+//!    the server. On cgroup v1 a frozen process cannot act on SIGKILL, so the helper stays out of
+//!    the freezer cgroup and, on its parent's death, thaws the sandbox before it kills init;
 //! 3. assembles a root filesystem on a tmpfs from read-only bind mounts of the host's system
 //!    directories, empty `/var/task` and `/opt`, a writable `/tmp`, its own `/proc` and a
 //!    minimal `/dev`, and `pivot_root`s into it;
@@ -83,8 +84,11 @@ pub struct SandboxSpec {
     pub gid: u32,
     /// The Runtime API listens on `127.0.0.1:<port>` inside the sandbox.
     pub runtime_api_port: u16,
-    /// Cgroup directories (one per controller) the helper joins before anything else.
+    /// `cgroup.procs` files (one per controller) the helper joins before anything else.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The freezer cgroup's directory: the sandbox's init joins it, the helper does not, so
+    /// that if the server dies while the sandbox is frozen the helper can thaw it and kill it.
+    pub freezer: Option<PathBuf>,
     pub max_open_files: u64,
     /// Started as soon as the sandbox is built, before it has code; it reads its assignment's
     /// message from [`ASSIGNMENT_FD`].

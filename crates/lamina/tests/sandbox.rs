@@ -87,6 +87,7 @@ impl Probe {
             gid: UID,
             runtime_api_port: 9001,
             cgroup_procs: cgroup.procs_files(),
+            freezer: cgroup.freezer_dir(),
             max_open_files: 1024,
             zygote: None,
         }
