@@ -59,11 +59,30 @@ pub fn unreserved_reported(limits: ConcurrencyLimits, allocations: &[Allocation]
     u64::from(limits.account).saturating_sub(reserved) as u32
 }
 
-fn others<'a>(
-    allocations: &'a [Allocation],
-    function: &'a str,
-) -> impl Iterator<Item = &'a Allocation> {
-    allocations.iter().filter(move |a| a.function != function)
+/// Checks that `function` claiming `claimed` (in place of what it claims now) leaves the
+/// account its minimum unreserved concurrency; `member` names the request's member.
+fn leaves_minimum(
+    limits: ConcurrencyLimits,
+    allocations: &[Allocation],
+    function: &str,
+    claimed: u64,
+    member: &str,
+) -> Result<()> {
+    let others: u64 = allocations
+        .iter()
+        .filter(|a| a.function != function)
+        .map(Allocation::claimed)
+        .sum();
+    if i128::from(limits.account) - i128::from(others) - i128::from(claimed)
+        < i128::from(limits.min_unreserved)
+    {
+        return Err(Error::invalid_parameter(format!(
+            "Specified {member} for function decreases account's UnreservedConcurrentExecution \
+             below its minimum value of [{}].",
+            limits.min_unreserved
+        )));
+    }
+    Ok(())
 }
 
 /// Checks PutFunctionConcurrency: the account keeps its minimum unreserved, and the reservation
@@ -84,16 +103,13 @@ pub fn check_reserved(
              provisioned concurrency [{provisioned}]."
         )));
     }
-    let claimed: u64 = others(allocations, function).map(Allocation::claimed).sum();
-    let left = i64::from(limits.account) - claimed as i64 - i64::from(reserved);
-    if left < i64::from(limits.min_unreserved) {
-        return Err(Error::invalid_parameter(format!(
-            "Specified ReservedConcurrentExecutions for function decreases account's \
-             UnreservedConcurrentExecution below its minimum value of [{}].",
-            limits.min_unreserved
-        )));
-    }
-    Ok(())
+    leaves_minimum(
+        limits,
+        allocations,
+        function,
+        u64::from(reserved),
+        "ReservedConcurrentExecutions",
+    )
 }
 
 /// Checks PutProvisionedConcurrencyConfig: `requested` for one qualifier, where the function's
@@ -119,16 +135,7 @@ pub fn check_provisioned(
         }
         return Ok(());
     }
-    let claimed: u64 = others(allocations, function).map(Allocation::claimed).sum();
-    let left = i64::from(limits.account) - claimed as i64 - total as i64;
-    if left < i64::from(limits.min_unreserved) {
-        return Err(Error::invalid_parameter(format!(
-            "Specified ConcurrentExecutions for function decreases account's \
-             UnreservedConcurrentExecution below its minimum value of [{}].",
-            limits.min_unreserved
-        )));
-    }
-    Ok(())
+    leaves_minimum(limits, allocations, function, total, "ConcurrentExecutions")
 }
 
 /// Lambda's scaling rate for one function: at most `per_10s` new execution environments in any
