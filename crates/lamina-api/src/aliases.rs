@@ -123,6 +123,7 @@ pub async fn delete(
             Change::DeleteAlias(alias.clone()),
             Change::DeletePolicy(alias.clone()),
             Change::DeleteProvisioned(alias.clone()),
+            Change::DeleteUrl(Some(alias.clone())),
         ];
         state
             .store

@@ -10,6 +10,7 @@
 mod aliases;
 mod code_location;
 mod error;
+mod function_url;
 mod functions;
 mod invoke;
 mod metrics;
@@ -18,6 +19,7 @@ mod provisioned;
 mod render;
 mod settings;
 pub mod sigv4;
+mod urls;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -36,6 +38,7 @@ use lamina_core::{Error, ErrorKind};
 use lamina_store::{CodeStore, MetadataStore};
 
 pub use error::{ApiError, ApiResult};
+pub use function_url::UrlDirectory;
 
 /// The largest request body accepted: a 50 MiB zip, base64-encoded, as Lambda allows for a
 /// direct upload (`69905067` bytes), plus room for the JSON around it.
@@ -53,6 +56,8 @@ pub struct ApiState {
     pub concurrency: ConcurrencyLimits,
     /// Runs functions; the only way this crate reaches the execution engine.
     pub invoker: Arc<dyn lamina_core::invoke::Invoke>,
+    /// Where function URLs live, and what each invokes.
+    pub urls: UrlDirectory,
 }
 
 /// The request id of the current request, as the function and the client see it.
@@ -130,6 +135,14 @@ pub fn app(state: SharedState) -> Router {
                 .put(provisioned::put)
                 .delete(provisioned::delete),
         )
+        .route(
+            "/2021-10-31/functions/{function}/url",
+            post(urls::create)
+                .get(urls::get)
+                .put(urls::update)
+                .delete(urls::delete),
+        )
+        .route("/2021-10-31/functions/{function}/urls", get(urls::list))
         .route(code_location::ROUTE, get(code_location::download))
         .route("/_lamina/health", get(|| async { "ok" }))
         .route(metrics::ROUTE, get(metrics::metrics))
@@ -155,13 +168,21 @@ fn is_unsigned(path: &str) -> bool {
     path.starts_with(code_location::PREFIX) || path == "/_lamina/health" || path == metrics::ROUTE
 }
 
-/// Buffers the body (SigV4 hashes it), verifies the signature, assigns the request id and
-/// strips a trailing slash so `/functions/` routes like `/functions`.
+/// Assigns the request id; serves function URLs (which authorise by their own rules); for
+/// the API, buffers the body (SigV4 hashes it), verifies the signature and strips a trailing
+/// slash so `/functions/` routes like `/functions`.
 async fn front(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut response = match authenticate(&state, request, &request_id).await {
-        Ok(request) => next.run(request).await,
-        Err(err) => err.into_response(),
+    let (parts, body) = request.into_parts();
+    let mut response = match function_url::addressed_to(&parts) {
+        Some((url_id, path)) => {
+            let request = Request::from_parts(parts, body);
+            function_url::serve(&state, request, url_id, path, &request_id).await
+        }
+        None => match authenticate(&state, Request::from_parts(parts, body), &request_id).await {
+            Ok(request) => next.run(request).await,
+            Err(err) => err.into_response(),
+        },
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amzn-RequestId", value);

@@ -61,6 +61,7 @@ fn harness() -> Harness {
             min_unreserved: 100,
         },
         invoker: Arc::new(NoEngine),
+        urls: lamina_api::UrlDirectory::new("http://localhost:9000", "us-east-1").unwrap(),
     };
     Harness {
         app: lamina_api::app(Arc::new(state)),

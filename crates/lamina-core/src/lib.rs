@@ -12,6 +12,7 @@ pub mod function;
 pub mod invoke;
 pub mod policy;
 pub mod time;
+pub mod url;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result, ThrottleReason};

@@ -76,6 +76,19 @@ impl Policy {
         Ok(statement)
     }
 
+    /// Whether anyone may call the function URL of `AuthType: NONE` this policy belongs to: a
+    /// statement allows `lambda:InvokeFunctionUrl` (or `lambda:*`) to `*`, and if it has a
+    /// `lambda:FunctionUrlAuthType` condition, that is `NONE`.
+    pub fn grants_public_url(&self) -> bool {
+        self.statements.iter().any(|statement| {
+            let anyone = statement["Principal"] == "*" || statement["Principal"]["AWS"] == "*";
+            let action = statement["Action"] == "lambda:InvokeFunctionUrl"
+                || statement["Action"] == "lambda:*";
+            let auth = &statement["Condition"]["StringEquals"]["lambda:FunctionUrlAuthType"];
+            statement["Effect"] == "Allow" && anyone && action && (auth.is_null() || auth == "NONE")
+        })
+    }
+
     /// Removes the statement `sid`.
     pub fn remove(&mut self, sid: &str) -> Result<()> {
         let before = self.statements.len();
@@ -136,6 +149,44 @@ fn statement(request: &AddPermission, resource: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn grant(action: &str, principal: &str, auth: Option<&str>) -> AddPermission {
+        AddPermission {
+            statement_id: format!("s{}", action.len() + principal.len()),
+            action: action.into(),
+            principal: principal.into(),
+            source_arn: None,
+            source_account: None,
+            principal_org_id: None,
+            event_source_token: None,
+            function_url_auth_type: auth.map(Into::into),
+            revision_id: None,
+        }
+    }
+
+    #[test]
+    fn public_url_needs_invoke_function_url_for_anyone_under_auth_none() {
+        let resource = "arn:aws:lambda:us-east-1:000000000000:function:f";
+        let public = |request: AddPermission| {
+            let mut policy = Policy::default();
+            policy.add(&request, resource).unwrap();
+            policy.grants_public_url()
+        };
+        assert!(public(grant("lambda:InvokeFunctionUrl", "*", Some("NONE"))));
+        assert!(public(grant("lambda:InvokeFunctionUrl", "*", None)));
+        assert!(!public(grant(
+            "lambda:InvokeFunctionUrl",
+            "*",
+            Some("AWS_IAM")
+        )));
+        assert!(!public(grant("lambda:InvokeFunction", "*", Some("NONE"))));
+        assert!(!public(grant(
+            "lambda:InvokeFunctionUrl",
+            "123456789012",
+            Some("NONE")
+        )));
+        assert!(!Policy::default().grants_public_url());
+    }
 
     fn request(sid: &str, principal: &str) -> AddPermission {
         AddPermission {

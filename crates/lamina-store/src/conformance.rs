@@ -3,6 +3,7 @@
 use lamina_core::concurrency::{Allocation, ProvisionedConfig};
 use lamina_core::function::{Alias, CodeRef, Function, Logging, Version};
 use lamina_core::policy::Policy;
+use lamina_core::url::{AuthType, InvokeMode, UrlConfig};
 
 use crate::{Change, Expect, MetadataStore, StoreError, VersionCursor};
 
@@ -214,6 +215,53 @@ pub async fn suite(store: &dyn MetadataStore) {
         vec![provisioned("live", 2)]
     );
 
+    // URL configurations: one per function and per alias, found again by their id.
+    let url = |qualifier: Option<&str>, id: &str| UrlConfig {
+        url_id: id.into(),
+        qualifier: qualifier.map(Into::into),
+        auth_type: AuthType::None,
+        cors: None,
+        invoke_mode: InvokeMode::Buffered,
+        creation_time: "t".into(),
+        last_modified_time: "t".into(),
+    };
+    let generation = store.function("a").await.unwrap().unwrap().1;
+    store
+        .commit(
+            "a",
+            Expect::Generation(generation),
+            vec![
+                Change::PutUrl(url(None, "id-plain")),
+                Change::PutUrl(url(Some("live"), "id-live")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.url("a", None).await.unwrap(),
+        Some(url(None, "id-plain"))
+    );
+    assert_eq!(
+        store.url("a", Some("live")).await.unwrap(),
+        Some(url(Some("live"), "id-live"))
+    );
+    assert_eq!(store.urls("a").await.unwrap().len(), 2);
+    assert_eq!(
+        store.url_by_id("id-live").await.unwrap(),
+        Some(("a".to_string(), url(Some("live"), "id-live")))
+    );
+    assert!(store.url_by_id("nope").await.unwrap().is_none());
+    let generation = store.function("a").await.unwrap().unwrap().1;
+    store
+        .commit(
+            "a",
+            Expect::Generation(generation),
+            vec![Change::DeleteUrl(Some("live".into()))],
+        )
+        .await
+        .unwrap();
+    assert!(store.url_by_id("id-live").await.unwrap().is_none());
+
     // Usage and code references.
     let usage = store.usage().await.unwrap();
     assert_eq!((usage.function_count, usage.total_code_size), (2, 300));
@@ -238,6 +286,7 @@ pub async fn suite(store: &dyn MetadataStore) {
     assert!(store.policy("a", "").await.unwrap().is_none());
     assert!(store.provisioned("a").await.unwrap().is_empty());
     assert!(store.allocations().await.unwrap().is_empty());
+    assert!(store.url_by_id("id-plain").await.unwrap().is_none());
     assert_eq!(
         store.code_in_use().await.unwrap(),
         ["aa".to_string()].into()

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use lamina_core::concurrency::{Allocation, ProvisionedConfig};
 use lamina_core::function::{Alias, Function, Version};
 use lamina_core::policy::Policy;
+use lamina_core::url::UrlConfig;
 
 pub use code::CodeStore;
 pub use sqlite::SqliteStore;
@@ -62,6 +63,10 @@ pub enum Change {
     PutProvisioned(ProvisionedConfig),
     /// Removes the provisioned concurrency configuration of this qualifier, if any.
     DeleteProvisioned(String),
+    /// The URL configuration of the function (qualifier `None`) or an alias.
+    PutUrl(UrlConfig),
+    /// Removes the URL configuration of the function (`None`) or of this alias, if any.
+    DeleteUrl(Option<String>),
     /// Removes the function with all its versions, aliases, policies and provisioned
     /// concurrency configurations.
     DeleteFunction,
@@ -107,6 +112,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn provisioned(&self, function: &str) -> Result<Vec<ProvisionedConfig>>;
     /// Every function that holds concurrency: a reservation or provisioned concurrency.
     async fn allocations(&self) -> Result<Vec<Allocation>>;
+    /// The URL configuration of the function (`None`) or of an alias.
+    async fn url(&self, function: &str, qualifier: Option<&str>) -> Result<Option<UrlConfig>>;
+    /// A function's URL configurations, the unqualified one first, then by alias.
+    async fn urls(&self, function: &str) -> Result<Vec<UrlConfig>>;
+    /// The function a URL id belongs to, and its configuration.
+    async fn url_by_id(&self, url_id: &str) -> Result<Option<(String, UrlConfig)>>;
     /// Applies `changes` atomically if the function is as `expect` says, and advances its
     /// generation. Durable when it returns `Ok`.
     async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()>;
@@ -175,6 +186,15 @@ impl MetadataStore for Observed {
     }
     async fn allocations(&self) -> Result<Vec<Allocation>> {
         self.inner.allocations().await
+    }
+    async fn url(&self, function: &str, qualifier: Option<&str>) -> Result<Option<UrlConfig>> {
+        self.inner.url(function, qualifier).await
+    }
+    async fn urls(&self, function: &str) -> Result<Vec<UrlConfig>> {
+        self.inner.urls(function).await
+    }
+    async fn url_by_id(&self, url_id: &str) -> Result<Option<(String, UrlConfig)>> {
+        self.inner.url_by_id(url_id).await
     }
     async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()> {
         self.inner.commit(function, expect, changes).await?;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use lamina_core::concurrency::{Allocation, ProvisionedConfig};
 use lamina_core::function::{Alias, Function, Version};
 use lamina_core::policy::Policy;
+use lamina_core::url::UrlConfig;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::from_str;
 
@@ -49,6 +50,15 @@ const MIGRATIONS: &[&str] = &[
         function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
         qualifier   TEXT NOT NULL,
         requested   INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        PRIMARY KEY (function, qualifier)
+    );
+"#,
+    r#"
+    CREATE TABLE urls (
+        function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier   TEXT NOT NULL,
+        url_id      TEXT NOT NULL UNIQUE,
         body        TEXT NOT NULL,
         PRIMARY KEY (function, qualifier)
     );
@@ -194,6 +204,25 @@ fn apply(tx: &rusqlite::Transaction<'_>, function: &str, change: Change) -> rusq
             tx.execute(
                 "DELETE FROM provisioned WHERE function = ?1 AND qualifier = ?2",
                 params![function, qualifier],
+            )?;
+        }
+        Change::PutUrl(config) => {
+            tx.execute(
+                "INSERT INTO urls (function, qualifier, url_id, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (function, qualifier) DO UPDATE SET
+                    url_id = excluded.url_id, body = excluded.body",
+                params![
+                    function,
+                    config.qualifier.clone().unwrap_or_default(),
+                    config.url_id,
+                    encode(&config)
+                ],
+            )?;
+        }
+        Change::DeleteUrl(qualifier) => {
+            tx.execute(
+                "DELETE FROM urls WHERE function = ?1 AND qualifier = ?2",
+                params![function, qualifier.unwrap_or_default()],
             )?;
         }
         Change::DeleteFunction => {
@@ -383,6 +412,53 @@ impl MetadataStore for SqliteStore {
                 }
             }
             Ok(allocations)
+        })
+        .await
+    }
+
+    async fn url(&self, function: &str, qualifier: Option<&str>) -> Result<Option<UrlConfig>> {
+        let (function, qualifier) = (function.to_owned(), qualifier.unwrap_or("").to_owned());
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT body FROM urls WHERE function = ?1 AND qualifier = ?2",
+                params![function, qualifier],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(backend)?
+            .map(decode)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn urls(&self, function: &str) -> Result<Vec<UrlConfig>> {
+        let function = function.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM urls WHERE function = ?1 ORDER BY qualifier")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![function], |row| row.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|body| decode(body.map_err(backend)?)).collect()
+        })
+        .await
+    }
+
+    async fn url_by_id(&self, url_id: &str) -> Result<Option<(String, UrlConfig)>> {
+        let url_id = url_id.to_owned();
+        self.run(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT function, body FROM urls WHERE url_id = ?1",
+                    params![url_id],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            row.map(|(function, body)| Ok((function, decode(body)?)))
+                .transpose()
         })
         .await
     }

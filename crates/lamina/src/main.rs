@@ -80,6 +80,10 @@ struct ServerArgs {
     /// How many days function logs are kept (0: forever).
     #[arg(long, env = "LAMINA_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
+    /// Where function URLs live: `<scheme>://<url-id>.lambda-url.<region>.<host>/` under this
+    /// base (say `https://lambda.example.com` behind a proxy) [default: http://localhost:<port>].
+    #[arg(long, env = "LAMINA_FUNCTION_URL_BASE")]
+    function_url_base: Option<String>,
     /// Log format.
     #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -152,12 +156,18 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
     let keys = credentials::load_or_create(&data_dir)?;
-    let (state, engine) = open_state(&args, &data_dir, &keys).await?;
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
+    let url_base = args
+        .function_url_base
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{}", address.port()));
+    let urls = lamina_api::UrlDirectory::new(&url_base, &args.region)
+        .map_err(|e| anyhow::anyhow!("--function-url-base: {e}"))?;
+    let (state, engine) = open_state(&args, &data_dir, &keys, urls).await?;
+
     // Without TCP_NODELAY every small response waits for a delayed ACK: ~45 ms per boto3 call.
     let listener = listener.tap_io(|stream| {
         if let Err(err) = stream.set_nodelay(true) {
@@ -174,7 +184,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         runtimes = %state.runtimes.list(),
         "lamina is listening"
     );
-    axum::serve(listener, lamina_api::app(state))
+    let app = lamina_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving")?;
@@ -208,6 +219,7 @@ async fn open_state(
     args: &ServerArgs,
     data_dir: &Path,
     keys: &credentials::KeyPair,
+    urls: lamina_api::UrlDirectory,
 ) -> anyhow::Result<(Arc<ApiState>, engine::Engine)> {
     let sqlite =
         SqliteStore::open(&data_dir.join("metadata.db")).context("opening the metadata store")?;
@@ -255,7 +267,7 @@ async fn open_state(
     )
     .await?;
     let state = Arc::new(ApiState {
-        store,
+        store: store.clone(),
         code,
         account,
         runtimes: engine.runtimes.clone(),
@@ -263,6 +275,14 @@ async fn open_state(
         url_key: keys.derive_key(b"lamina code location"),
         concurrency: limits,
         invoker: engine.invoker.clone(),
+        urls,
+    });
+    // A commit to a function may change what its URLs invoke or who may call them.
+    let observing = Arc::downgrade(&state);
+    store.observe(move |function| {
+        if let Some(state) = observing.upgrade() {
+            state.urls.function_changed(function);
+        }
     });
     Ok((state, engine))
 }
