@@ -7,6 +7,7 @@
 import http from "node:http";
 import { closeSync, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { Writable } from "node:stream";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
 
@@ -70,6 +71,97 @@ for (const [method, level] of [["log", "INFO"], ["info", "INFO"], ["warn", "WARN
     const text = format(...args).replace(/\n/g, "\r");
     process.stdout.write(`${new Date().toISOString()}\t${currentRequestId ?? "undefined"}\t${level}\t${text}\n`);
   };
+}
+
+// Response streaming, as Lambda's Node.js runtime offers it: `awslambda.streamifyResponse`
+// marks a handler `(event, responseStream, context)` that writes its response as it goes, and
+// `awslambda.HttpResponseStream.from` puts the status and headers a function URL answers with
+// in front of it (a JSON prelude, then eight NUL bytes).
+const STREAMING = Symbol.for("aws.lambda.runtime.handler.streaming");
+const HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response";
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = "response";
+    return handler;
+  },
+  HttpResponseStream: {
+    from(stream, prelude) {
+      stream.setContentType(HTTP_INTEGRATION);
+      stream.write(JSON.stringify(prelude ?? {}));
+      stream.write(Buffer.alloc(8));
+      return stream;
+    },
+  },
+};
+
+// The response of invocation `id` as a writable stream: a chunked POST, opened at the first
+// write (so that `setContentType` can still change it), each write sent as it is made.
+function responseStream(id) {
+  let contentType = "application/octet-stream";
+  let req;
+  let finished;
+  const open = () => {
+    if (!req) {
+      req = http.request({
+        host, port, agent, method: "POST", path: `${PREFIX}/invocation/${id}/response`,
+        headers: {
+          "content-type": contentType,
+          "lambda-runtime-function-response-mode": "streaming",
+          "transfer-encoding": "chunked",
+          trailer: "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+        },
+      });
+      req.on("socket", (socket) => socket.setNoDelay(true));
+      finished = new Promise((resolve) => {
+        req.on("response", (res) => res.resume().on("end", resolve));
+        req.on("error", resolve);
+      });
+    }
+    return req;
+  };
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      open().write(chunk, callback);
+    },
+    final(callback) {
+      open().end(callback);
+    },
+  });
+  stream.setContentType = (type) => {
+    contentType = type;
+  };
+  stream.started = () => req !== undefined;
+  // Ends the response with the error in its trailers (it began: no /error any more).
+  stream.fail = (error) => {
+    open().addTrailers({
+      "Lambda-Runtime-Function-Error-Type": error.name || "Error",
+      "Lambda-Runtime-Function-Error-Body": Buffer.from(errorBody(error)).toString("base64"),
+    });
+    req.end();
+  };
+  stream.done = () => {
+    open();
+    return finished;
+  };
+  return stream;
+}
+
+async function stream(handler, event, ctx, id) {
+  const response = responseStream(id);
+  try {
+    await handler(event, response, ctx);
+    if (!response.writableEnded) {
+      response.end();
+    }
+  } catch (err) {
+    console.error(`Invoke Error \t${errorBody(err)}`);
+    if (!response.started()) {
+      await request("POST", `${PREFIX}/invocation/${id}/error`, errorBody(err), { "content-type": "application/json" });
+      return;
+    }
+    response.fail(err);
+  }
+  await response.done();
 }
 
 async function loadHandler(spec) {
@@ -172,6 +264,10 @@ async function main() {
       event = next.body.length ? JSON.parse(next.body.toString()) : undefined;
     } catch (err) {
       await request("POST", `${PREFIX}/invocation/${id}/error`, errorBody(new RuntimeError("Runtime.UnmarshalError", err.message)), { "content-type": "application/json" });
+      continue;
+    }
+    if (handler[STREAMING] === "response") {
+      await stream(handler, event, context(next.headers), id);
       continue;
     }
     try {

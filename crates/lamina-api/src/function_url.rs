@@ -13,8 +13,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use lamina_core::invoke::InvokeRequest;
-use lamina_core::url::{AuthType, Cors, UrlConfig};
+use lamina_core::invoke::{InvokeRequest, ResponsePart};
+use lamina_core::url::{AuthType, Cors, InvokeMode, UrlConfig};
 use lamina_core::{Error, ErrorKind};
 use lamina_store::MetadataStore;
 use serde_json::{Map, Value, json};
@@ -250,49 +250,170 @@ pub async fn serve(
         caller: caller.as_deref(),
         account: &state.account.account_id,
     });
-    let invoked = state
-        .invoker
-        .invoke(InvokeRequest {
-            function: target.function.clone(),
-            qualifier: target.config.qualifier.clone(),
-            payload: Bytes::from(event.to_string()),
-            request_id: request_id.to_owned(),
-            client_context: None,
-            tail: false,
-        })
-        .await;
-    let mut response = match invoked {
-        Ok(result) if result.function_error.is_some() => refuse(
-            StatusCode::BAD_GATEWAY,
-            "FunctionError",
-            "Internal Server Error",
-        ),
-        Ok(result) => respond(&result.payload),
-        Err(err) => match err.kind {
-            ErrorKind::TooManyRequests(_) => refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequestsException",
-                "Rate Exceeded.",
-            ),
-            ErrorKind::ResourceNotFound => refuse(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFoundException",
-                "Not Found",
-            ),
-            _ => {
-                tracing::error!(%err, "invoking through a function URL");
-                refuse(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "ServiceException",
-                    "Internal Server Error",
-                )
-            }
+    let request = InvokeRequest {
+        function: target.function.clone(),
+        qualifier: target.config.qualifier.clone(),
+        payload: Bytes::from(event.to_string()),
+        request_id: request_id.to_owned(),
+        client_context: None,
+        tail: false,
+        stream: None,
+    };
+    let mut response = match target.config.invoke_mode {
+        InvokeMode::Buffered => match state.invoker.invoke(request).await {
+            Ok(result) if result.function_error.is_some() => function_failed(),
+            Ok(result) => respond(&result.payload),
+            Err(err) => invoke_failed(&err),
         },
+        InvokeMode::ResponseStream => stream(state, request).await,
     };
     if let (Some(cors), Some(origin)) = (cors, &origin) {
         cors_headers(cors, origin, response.headers_mut());
     }
     response
+}
+
+fn function_failed() -> Response {
+    refuse(
+        StatusCode::BAD_GATEWAY,
+        "FunctionError",
+        "Internal Server Error",
+    )
+}
+
+fn invoke_failed(err: &Error) -> Response {
+    match err.kind {
+        ErrorKind::TooManyRequests(_) => refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate Exceeded.",
+        ),
+        ErrorKind::ResourceNotFound => refuse(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            "Not Found",
+        ),
+        _ => {
+            tracing::error!(%err, "invoking through a function URL");
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                "Internal Server Error",
+            )
+        }
+    }
+}
+
+/// The content type with which a streaming runtime says its response begins with a prelude.
+const HTTP_INTEGRATION: &str = "application/vnd.awslambda.http-integration-response";
+/// The most a prelude (status, headers, cookies) may take.
+const MAX_PRELUDE: usize = 64 * 1024;
+
+/// A `RESPONSE_STREAM` URL: the response's head as soon as the function has said what it is,
+/// then its body as the function writes it.
+async fn stream(state: &ApiState, request: InvokeRequest) -> Response {
+    let (_, mut parts, running) = match crate::invoke::start_streaming(state, request).await {
+        Ok(started) => started,
+        Err(crate::ApiError::Lambda(err)) => return invoke_failed(&err),
+        Err(err) => return err.into_response(),
+    };
+    let content_type = match parts.recv().await {
+        Some(ResponsePart::ContentType(content_type)) => content_type,
+        // A runtime that answers in one piece: mapped as a buffered URL maps it.
+        Some(ResponsePart::Data(data)) => {
+            return match running.await {
+                Ok(Ok(result)) if result.function_error.is_none() => respond(&data),
+                _ => function_failed(),
+            };
+        }
+        _ => {
+            return match running.await {
+                Ok(Ok(result)) if result.function_error.is_none() => respond(&result.payload),
+                Ok(Err(err)) => invoke_failed(&err),
+                _ => function_failed(),
+            };
+        }
+    };
+    let mut head = Response::new(());
+    let mut first = Bytes::new();
+    if content_type == HTTP_INTEGRATION {
+        // The prelude: JSON, then eight NUL bytes, then the body.
+        let mut prelude = Vec::new();
+        let split = loop {
+            if let Some(at) = prelude.windows(8).position(|w| w == [0u8; 8]) {
+                break Some(at);
+            }
+            if prelude.len() > MAX_PRELUDE {
+                break None;
+            }
+            match parts.recv().await {
+                Some(ResponsePart::Data(data)) => prelude.extend_from_slice(&data),
+                _ => break None,
+            }
+        };
+        let Some(at) = split else {
+            running.abort();
+            return function_failed();
+        };
+        first = Bytes::copy_from_slice(&prelude[at + 8..]);
+        let prelude: Value = serde_json::from_slice(&prelude[..at]).unwrap_or_default();
+        *head.status_mut() = prelude["statusCode"]
+            .as_u64()
+            .and_then(|code| StatusCode::from_u16(code as u16).ok())
+            .unwrap_or(StatusCode::OK);
+        apply_headers(&prelude, head.headers_mut());
+    } else if let Ok(value) = HeaderValue::from_str(&content_type) {
+        head.headers_mut().insert("content-type", value);
+    }
+    let (body, receiver) = tokio::sync::mpsc::channel::<Bytes>(32);
+    tokio::spawn(async move {
+        if !first.is_empty() && body.send(first).await.is_err() {
+            return;
+        }
+        while let Some(part) = parts.recv().await {
+            if let ResponsePart::Data(data) = part
+                && body.send(data).await.is_err()
+            {
+                return;
+            }
+        }
+        if let Ok(Ok(result)) = running.await
+            && result.function_error.is_some()
+        {
+            tracing::debug!("a streamed function URL response ended in an error");
+        }
+    });
+    let (parts, ()) = head.into_parts();
+    Response::from_parts(parts, Body::new(crate::invoke::ChannelBody(receiver)))
+}
+
+/// The `headers` and `cookies` of a result or a prelude, onto a response.
+fn apply_headers(result: &Value, headers: &mut HeaderMap) {
+    if let Some(Value::Object(given)) = result.get("headers") {
+        for (name, value) in given {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    for cookie in result
+        .get("cookies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if let Ok(value) = HeaderValue::try_from(cookie) {
+            headers.append("set-cookie", value);
+        }
+    }
 }
 
 fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

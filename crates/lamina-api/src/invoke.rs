@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use lamina_core::arn::FunctionRef;
-use lamina_core::invoke::InvokeRequest;
+use lamina_core::invoke::{InvokeRequest, InvokeResponse, ResponsePart};
 use lamina_core::{Error, ErrorKind};
 
-use crate::{ApiResult, QueryPairs, RequestId, SharedState};
+use crate::{ApiResult, ApiState, QueryPairs, RequestId, SharedState, event_stream};
 
 /// Lambda's payload limits: 6 MB synchronous, 1 MB asynchronous.
 pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
@@ -64,30 +64,37 @@ fn client_context(raw: Option<&str>) -> ApiResult<Option<String>> {
     Ok(Some(String::from_utf8(decoded).map_err(|_| invalid())?))
 }
 
-pub async fn invoke(
-    State(state): State<SharedState>,
-    Path(function): Path<String>,
-    Query(query): Query<QueryPairs>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    headers: HeaderMap,
+/// What an invocation request asks for, checked.
+struct Invocation {
+    invocation_type: String,
+    request: InvokeRequest,
+}
+
+/// Parses and checks an invocation request; `types` are the invocation types the operation
+/// takes (the first is listed first in the error).
+fn parse(
+    state: &ApiState,
+    function: &str,
+    query: &QueryPairs,
+    headers: &HeaderMap,
     body: Bytes,
-) -> ApiResult<Response> {
+    request_id: String,
+    types: &[&str],
+) -> ApiResult<Invocation> {
     let function =
-        FunctionRef::parse_with_qualifier(&function, query.get("Qualifier"), &state.account)?;
-    let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
-    let tail = match header(&headers, "x-amz-log-type").unwrap_or("None") {
+        FunctionRef::parse_with_qualifier(function, query.get("Qualifier"), &state.account)?;
+    let invocation_type = header(headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    if !types.contains(&invocation_type) {
+        return Err(enum_error("invocationType", invocation_type, &types.join(", ")).into());
+    }
+    let tail = match header(headers, "x-amz-log-type").unwrap_or("None") {
         "None" => false,
         "Tail" => true,
         other => return Err(enum_error("logType", other, "None, Tail").into()),
     };
     let limit = match invocation_type {
-        "RequestResponse" | "DryRun" => MAX_SYNC_PAYLOAD,
         "Event" => MAX_ASYNC_PAYLOAD,
-        other => {
-            return Err(
-                enum_error("invocationType", other, "Event, RequestResponse, DryRun").into(),
-            );
-        }
+        _ => MAX_SYNC_PAYLOAD,
     };
     if body.len() > limit {
         return Err(Error::new(
@@ -101,61 +108,227 @@ pub async fn invoke(
             Error::invalid_content(format!("Could not parse request body into json: {e}"))
         })?;
     }
-    let client_context = client_context(header(&headers, "x-amz-client-context"))?;
-    let qualifier = function.qualifier.clone();
-    if invocation_type == "DryRun" {
-        state
-            .invoker
-            .resolve(&function.name, qualifier.as_deref())
-            .await?;
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
+    let client_context = client_context(header(headers, "x-amz-client-context"))?;
     // Lambda hands a function `{}` when the caller sent no payload.
     let payload = if body.is_empty() {
         Bytes::from_static(b"{}")
     } else {
         body
     };
-    let request = InvokeRequest {
-        function: function.name,
-        qualifier,
-        payload,
+    Ok(Invocation {
+        invocation_type: invocation_type.to_owned(),
+        request: InvokeRequest {
+            function: function.name,
+            qualifier: function.qualifier,
+            payload,
+            request_id,
+            client_context,
+            tail: tail && invocation_type == "RequestResponse",
+            stream: None,
+        },
+    })
+}
+
+pub async fn invoke(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+    Query(query): Query<QueryPairs>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Invocation {
+        invocation_type,
+        request,
+    } = parse(
+        &state,
+        &function,
+        &query,
+        &headers,
+        body,
         request_id,
-        client_context,
-        tail: tail && invocation_type == "RequestResponse",
-    };
-    if invocation_type == "Event" {
-        // Accepted once the function is known to exist; durability comes with the async queue.
+        &["Event", "RequestResponse", "DryRun"],
+    )?;
+    match invocation_type.as_str() {
+        "DryRun" => {
+            state
+                .invoker
+                .resolve(&request.function, request.qualifier.as_deref())
+                .await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "Event" => {
+            // Accepted once the function is known to exist; durability comes with the async
+            // queue.
+            state
+                .invoker
+                .resolve(&request.function, request.qualifier.as_deref())
+                .await?;
+            let invoker = state.invoker.clone();
+            tokio::spawn(async move {
+                if let Err(err) = invoker.invoke(request).await {
+                    tracing::warn!(%err, "asynchronous invocation failed");
+                }
+            });
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        _ => {
+            let response = state.invoker.invoke(request).await?;
+            let mut out = (StatusCode::OK, response.payload).into_response();
+            let headers = out.headers_mut();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            if let Ok(version) = HeaderValue::from_str(&response.executed_version) {
+                headers.insert("x-amz-executed-version", version);
+            }
+            if let Some(error) = response
+                .function_error
+                .and_then(|e| HeaderValue::from_str(&e).ok())
+            {
+                headers.insert("x-amz-function-error", error);
+            }
+            if let Some(tail) = response.log_tail {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(tail);
+                if let Ok(value) = HeaderValue::from_str(&encoded) {
+                    headers.insert("x-amz-log-result", value);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The `(ErrorCode, ErrorDetails)` of a failed invocation: the error's type and message.
+pub(crate) fn error_of(payload: &[u8]) -> (String, String) {
+    let error: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let text = |key: &str| error[key].as_str().unwrap_or_default().to_owned();
+    (text("errorType"), text("errorMessage"))
+}
+
+/// The body of a response that is being written while the function runs.
+pub(crate) struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| Ok(http_body::Frame::data(data))))
+    }
+}
+
+/// Runs `request` with a stream and waits for the invocation to begin. A failure before it
+/// began (unknown function, throttle) is the error; otherwise the parts of the response
+/// follow on the receiver, and the task ends with the invocation's final response.
+pub(crate) async fn start_streaming(
+    state: &ApiState,
+    mut request: InvokeRequest,
+) -> ApiResult<(
+    Option<String>,
+    tokio::sync::mpsc::Receiver<ResponsePart>,
+    tokio::task::JoinHandle<lamina_core::Result<InvokeResponse>>,
+)> {
+    let (tx, mut parts) = tokio::sync::mpsc::channel(32);
+    request.stream = Some(tx);
+    let invoker = state.invoker.clone();
+    let running = tokio::spawn(async move { invoker.invoke(request).await });
+    // The invocation says `Started` before anything else; the channel closes only when the
+    // invocation is over (its request, holding the sender, is gone).
+    if let Some(ResponsePart::Started { executed_version }) = parts.recv().await {
+        return Ok((Some(executed_version), parts, running));
+    }
+    match running.await {
+        Ok(Err(err)) => Err(err.into()),
+        // Over before it began: an answer the platform gave (no bootstrap, ...), complete in
+        // the final response.
+        Ok(Ok(response)) => Ok((
+            Some(response.executed_version.clone()),
+            parts,
+            tokio::spawn(async move { Ok(response) }),
+        )),
+        Err(_) => Err(Error::service("the invocation was lost").into()),
+    }
+}
+
+/// InvokeWithResponseStream: `POST /2021-11-15/functions/{name}/response-streaming-invocations`.
+pub async fn invoke_with_response_stream(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+    Query(query): Query<QueryPairs>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Invocation {
+        invocation_type,
+        request,
+    } = parse(
+        &state,
+        &function,
+        &query,
+        &headers,
+        body,
+        request_id,
+        &["RequestResponse", "DryRun"],
+    )?;
+    if invocation_type == "DryRun" {
         state
             .invoker
             .resolve(&request.function, request.qualifier.as_deref())
             .await?;
-        let invoker = state.invoker.clone();
-        tokio::spawn(async move {
-            if let Err(err) = invoker.invoke(request).await {
-                tracing::warn!(%err, "asynchronous invocation failed");
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let (executed_version, mut parts, running) = start_streaming(&state, request).await?;
+    let (events, body) = tokio::sync::mpsc::channel(32);
+    tokio::spawn(async move {
+        while let Some(part) = parts.recv().await {
+            if let ResponsePart::Data(data) = part
+                && events
+                    .send(event_stream::payload_chunk(&data))
+                    .await
+                    .is_err()
+            {
+                return;
             }
-        });
-        return Ok(StatusCode::ACCEPTED.into_response());
-    }
-    let response = state.invoker.invoke(request).await?;
-    let mut out = (StatusCode::OK, response.payload).into_response();
-    let headers = out.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    if let Ok(version) = HeaderValue::from_str(&response.executed_version) {
-        headers.insert("x-amz-executed-version", version);
-    }
-    if let Some(error) = response
-        .function_error
-        .and_then(|e| HeaderValue::from_str(&e).ok())
-    {
-        headers.insert("x-amz-function-error", error);
-    }
-    if let Some(tail) = response.log_tail {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(tail);
-        if let Ok(value) = HeaderValue::from_str(&encoded) {
-            headers.insert("x-amz-log-result", value);
         }
+        let complete = match running.await {
+            Ok(Ok(response)) => {
+                let error = response
+                    .function_error
+                    .as_ref()
+                    .map(|_| error_of(&response.payload));
+                let log = response
+                    .log_tail
+                    .map(|tail| base64::engine::general_purpose::STANDARD.encode(tail));
+                event_stream::invoke_complete(
+                    error
+                        .as_ref()
+                        .map(|(code, details)| (code.as_str(), details.as_str())),
+                    log.as_deref(),
+                )
+            }
+            Ok(Err(err)) => {
+                event_stream::invoke_complete(Some(("ServiceException", &err.message)), None)
+            }
+            Err(_) => event_stream::invoke_complete(
+                Some(("ServiceException", "the invocation was lost")),
+                None,
+            ),
+        };
+        let _ = events.send(complete).await;
+    });
+    let mut out = Response::new(axum::body::Body::new(ChannelBody(body)));
+    let headers = out.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    if let Some(version) = executed_version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert("x-amz-executed-version", version);
     }
     Ok(out)
 }

@@ -10,6 +10,7 @@
 mod aliases;
 mod code_location;
 mod error;
+mod event_stream;
 mod function_url;
 mod functions;
 mod invoke;
@@ -88,6 +89,10 @@ pub fn app(state: SharedState) -> Router {
         .route(
             "/2015-03-31/functions/{function}/invocations",
             post(invoke::invoke),
+        )
+        .route(
+            "/2021-11-15/functions/{function}/response-streaming-invocations",
+            post(invoke::invoke_with_response_stream),
         )
         .route(
             "/2015-03-31/functions/{function}/versions",

@@ -15,6 +15,23 @@ pub struct InvokeRequest {
     pub client_context: Option<String>,
     /// Return the last 4 KB of the invocation's log.
     pub tail: bool,
+    /// Where to stream the response as the function writes it (InvokeWithResponseStream,
+    /// function URLs in `RESPONSE_STREAM` mode); `None` buffers it into the response.
+    pub stream: Option<tokio::sync::mpsc::Sender<ResponsePart>>,
+}
+
+/// A piece of a streamed response, in order: `Started`, then (for a runtime that streams)
+/// `ContentType`, then the data. A runtime that answers in one piece sends one `Data`. Errors
+/// and the log tail come with the invocation's final [`InvokeResponse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponsePart {
+    /// The invocation runs on this version: nothing failed before it began.
+    Started {
+        executed_version: String,
+    },
+    /// The runtime began a streamed response of this content type.
+    ContentType(String),
+    Data(bytes::Bytes),
 }
 
 /// What the caller gets back. A function error is a success of the API with `function_error`.

@@ -28,6 +28,7 @@ use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_core::function::Version;
 use lamina_core::invoke::{
     FunctionMetrics, Invoke, InvokeRequest, InvokeResponse, Metrics, ProvisionedStatus,
+    ResponsePart,
 };
 use lamina_core::{Error, Result, ThrottleReason};
 use lamina_runtime::{Host, InitType, Instance, InstanceConfig, Invocation, Outcome};
@@ -650,7 +651,14 @@ impl Invoker {
             client_context: request.client_context.clone(),
             trace_id: trace_id(),
             timeout: Duration::from_secs(u64::from(version.timeout)),
+            stream: request.stream.clone(),
         };
+        if let Some(stream) = &request.stream {
+            let started = ResponsePart::Started {
+                executed_version: version.version.clone(),
+            };
+            let _ = stream.send(started).await;
+        }
         let log = &instance.log;
         if request.tail {
             log.begin_capture();
@@ -662,6 +670,12 @@ impl Invoker {
         let started = Instant::now();
         let (result, init) = instance.invoke(invocation).await;
         let duration = started.elapsed().saturating_sub(init.unwrap_or_default());
+        // A runtime that answered in one piece: its answer is the stream's one chunk.
+        if let (Some(stream), Outcome::Success(payload)) = (&request.stream, &result)
+            && !payload.is_empty()
+        {
+            let _ = stream.send(ResponsePart::Data(payload.clone())).await;
+        }
         instance.flush_output();
         let mut response = outcome::respond(request, version, &result);
         if let Some(line) = outcome::log_line(request, version, &result) {

@@ -351,6 +351,7 @@ impl Instance {
             }
             slot.pending = Some(Pending {
                 request_id: invocation.request_id.clone(),
+                stream: invocation.stream.clone(),
                 reply: reply_tx,
                 delivered: Some(delivered_tx),
             });

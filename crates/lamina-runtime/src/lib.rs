@@ -19,3 +19,12 @@ pub use sandboxes::SandboxPool;
 
 /// The largest response a function may return (Lambda: 6 MB, plus the runtime's framing slack).
 pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024 + 100;
+/// The largest response a function may stream (Lambda's default quota: 20 MB).
+pub const MAX_STREAMED_BYTES: usize = 20 * 1024 * 1024;
+
+/// The body of a failure the platform (not the function) reports.
+pub(crate) fn platform_error(error_type: &str, message: &str) -> bytes::Bytes {
+    bytes::Bytes::from(
+        serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string(),
+    )
+}

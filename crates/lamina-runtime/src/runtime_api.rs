@@ -5,15 +5,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Limited};
+use lamina_core::invoke::ResponsePart;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::MAX_RESPONSE_BYTES;
+use crate::{MAX_RESPONSE_BYTES, MAX_STREAMED_BYTES};
 
 /// One event on its way to the function.
 #[derive(Debug)]
@@ -25,6 +28,9 @@ pub struct Invocation {
     pub client_context: Option<String>,
     pub trace_id: String,
     pub timeout: Duration,
+    /// Where a streamed response goes as the runtime writes it; without it a streamed
+    /// response is collected into the outcome like a buffered one.
+    pub stream: Option<mpsc::Sender<ResponsePart>>,
 }
 
 /// How an invocation ended.
@@ -49,6 +55,7 @@ pub enum Outcome {
 /// The invocation an instance is serving.
 pub(crate) struct Pending {
     pub request_id: String,
+    pub stream: Option<mpsc::Sender<ResponsePart>>,
     pub reply: oneshot::Sender<Outcome>,
     /// Told when the runtime took the invocation from `/next`.
     pub delivered: Option<oneshot::Sender<std::time::Instant>>,
@@ -95,6 +102,14 @@ impl Channel {
         self.slot
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The stream of the pending invocation `request_id`, if it is the one in progress.
+    fn stream_of(&self, request_id: &str) -> Result<Option<mpsc::Sender<ResponsePart>>, ()> {
+        match &self.slot().pending {
+            Some(pending) if pending.request_id == request_id => Ok(pending.stream.clone()),
+            _ => Err(()),
+        }
     }
 
     /// Completes the pending invocation `request_id` with `outcome`; false when `request_id` is
@@ -144,7 +159,7 @@ pub(crate) fn router(channel: Arc<Channel>) -> Router {
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .route("/2018-06-01/ping", get(|| async { "pong" }))
-        // One byte over the limit is enough to know a response is too large.
+        // Error reports are read whole; responses are read frame by frame, within their limits.
         .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES + 1))
         .with_state(channel)
 }
@@ -204,11 +219,25 @@ async fn next(State(channel): State<Arc<Channel>>) -> Response {
 async fn response(
     State(channel): State<Arc<Channel>>,
     Path(id): Path<String>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    let outcome = match body {
-        Ok(body) if body.len() <= MAX_RESPONSE_BYTES => Outcome::Success(body),
-        Ok(body) => Outcome::ResponseTooLarge(body.len()),
+    let Ok(stream) = channel.stream_of(&id) else {
+        return unknown_request();
+    };
+    let streaming = headers
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"));
+    if streaming {
+        let outcome = read_stream(&headers, body, stream.as_ref()).await;
+        return if channel.complete(&id, outcome) {
+            accepted()
+        } else {
+            unknown_request()
+        };
+    }
+    let outcome = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+        Ok(body) => Outcome::Success(body.to_bytes()),
         Err(_) => Outcome::ResponseTooLarge(MAX_RESPONSE_BYTES + 1),
     };
     let too_large = matches!(outcome, Outcome::ResponseTooLarge(_));
@@ -223,6 +252,95 @@ async fn response(
         );
     }
     accepted()
+}
+
+/// An error a streaming runtime reports after its response began, in HTTP trailers or, as
+/// `lambda_runtime` 1.5 does, in a body chunk of the same form:
+/// `Lambda-Runtime-Function-Error-Type: T` and `Lambda-Runtime-Function-Error-Body: <base64>`.
+fn stream_error<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Bytes> {
+    let (mut error_type, mut body) = (None, None);
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case("lambda-runtime-function-error-type") {
+            error_type = Some(value.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("lambda-runtime-function-error-body") {
+            body = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .ok();
+        }
+    }
+    let error_type = error_type?;
+    Some(match body {
+        Some(body) if serde_json::from_slice::<serde_json::Value>(&body).is_ok() => Bytes::from(body),
+        _ => Bytes::from(
+            json!({ "errorType": error_type, "errorMessage": "the function failed while streaming its response" })
+                .to_string(),
+        ),
+    })
+}
+
+/// Reads a streamed response frame by frame: into `stream` as it arrives, or collected (within
+/// the buffered limit) when the caller did not ask for a stream.
+async fn read_stream(
+    headers: &HeaderMap,
+    mut body: Body,
+    stream: Option<&mpsc::Sender<ResponsePart>>,
+) -> Outcome {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let mut listening = match stream {
+        Some(stream) => stream
+            .send(ResponsePart::ContentType(content_type))
+            .await
+            .is_ok(),
+        None => false,
+    };
+    let (mut collected, mut total) = (Vec::new(), 0usize);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Outcome::FunctionError(crate::platform_error(
+                "Runtime.TruncatedResponse",
+                "the runtime's streamed response ended abruptly",
+            ));
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                let Some(trailers) = frame.trailers_ref() else {
+                    continue;
+                };
+                let fields = trailers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+                if let Some(error) = stream_error(fields) {
+                    return Outcome::FunctionError(error);
+                }
+                continue;
+            }
+        };
+        if frame.starts_with(b"Lambda-Runtime-Function-Error-Type:") {
+            let text = String::from_utf8_lossy(&frame);
+            let fields = text.lines().filter_map(|line| line.split_once(':'));
+            if let Some(error) = stream_error(fields) {
+                return Outcome::FunctionError(error);
+            }
+        }
+        total += frame.len();
+        if total > MAX_STREAMED_BYTES || (stream.is_none() && total > MAX_RESPONSE_BYTES) {
+            return Outcome::ResponseTooLarge(total);
+        }
+        match stream {
+            // A caller that went away does not stop the function: the rest is read and dropped.
+            Some(stream) if listening => {
+                listening = stream.send(ResponsePart::Data(frame)).await.is_ok();
+            }
+            Some(_) => {}
+            None => collected.extend_from_slice(&frame),
+        }
+    }
+    Outcome::Success(Bytes::from(collected))
 }
 
 async fn error(

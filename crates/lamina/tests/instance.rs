@@ -81,6 +81,7 @@ fn invocation(payload: &str, timeout: Duration) -> Invocation {
         client_context: None,
         trace_id: "Root=1-00000000-000000000000000000000000;Sampled=0".into(),
         timeout,
+        stream: None,
     }
 }
 
@@ -186,6 +187,93 @@ async fn timeouts_crashes_and_init_errors_are_reported() {
     };
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["errorType"], "Runtime.ImportModuleError");
+    instance.destroy().await;
+}
+
+/// A custom runtime that streams its response with curl (`-T -` uploads stdin chunk by chunk),
+/// with a pause between two chunks; asked to fail, it reports the error after a first chunk the
+/// way `lambda_runtime` does, in the body.
+const STREAMING_BOOTSTRAP: &str = r#"#!/bin/sh
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT="$(curl -sS -D "$HEADERS" "$API/next")"
+  ID="$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)"
+  if [ "$EVENT" = '"fail"' ]; then
+    BODY="$(printf '{"errorType":"StreamFailed","errorMessage":"half way"}' | base64 -w0)"
+    { printf 'one'; sleep 0.3; printf 'Lambda-Runtime-Function-Error-Type: StreamFailed\r\nLambda-Runtime-Function-Error-Body: %s\r\n' "$BODY"; } |
+      curl -sS -T - -X POST -H 'Lambda-Runtime-Function-Response-Mode: streaming' \
+        -H 'Content-Type: text/plain' "$API/$ID/response" > /dev/null
+  else
+    { printf 'one'; sleep 0.5; printf 'two'; } |
+      curl -sS -T - -X POST -H 'Lambda-Runtime-Function-Response-Mode: streaming' \
+        -H 'Content-Type: text/plain' "$API/$ID/response" > /dev/null
+  fi
+done
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_responses_arrive_as_written_or_collected() {
+    use lamina_core::invoke::ResponsePart;
+    let Some(f) = fixture() else { return };
+    let code = f.code(&[("bootstrap", STREAMING_BOOTSTRAP)]);
+    let instance = Instance::start(&f.host, &f.config("provided.al2023", "ignored", &code))
+        .await
+        .unwrap();
+    // Streamed: the first chunk is here while the function still runs.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let mut streamed = invocation("\"go\"", Duration::from_secs(10));
+    streamed.stream = Some(tx);
+    let started = std::time::Instant::now();
+    let mut parts = Vec::new();
+    let outcome = {
+        let running = instance.invoke(streamed);
+        tokio::pin!(running);
+        loop {
+            tokio::select! {
+                Some(part) = rx.recv() => parts.push((part, started.elapsed())),
+                (outcome, _) = &mut running => break outcome,
+            }
+        }
+    };
+    while let Ok(part) = rx.try_recv() {
+        parts.push((part, started.elapsed()));
+    }
+    assert_eq!(outcome, Outcome::Success(Bytes::new()));
+    assert_eq!(parts[0].0, ResponsePart::ContentType("text/plain".into()));
+    let data: Vec<u8> = parts
+        .iter()
+        .filter_map(|(p, _)| match p {
+            ResponsePart::Data(d) => Some(d.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(data, b"onetwo");
+    let first = parts
+        .iter()
+        .find(|(p, _)| matches!(p, ResponsePart::Data(_)))
+        .unwrap()
+        .1;
+    assert!(
+        started.elapsed() - first >= Duration::from_millis(300),
+        "the first chunk came {first:?} in, the end {:?}",
+        started.elapsed()
+    );
+    // Not streamed: collected into the outcome.
+    let (outcome, _) = instance
+        .invoke(invocation("\"go\"", Duration::from_secs(10)))
+        .await;
+    assert_eq!(outcome, Outcome::Success(Bytes::from_static(b"onetwo")));
+    // An error reported half way through is the function's error.
+    let (outcome, _) = instance
+        .invoke(invocation("\"fail\"", Duration::from_secs(10)))
+        .await;
+    let Outcome::FunctionError(body) = outcome else {
+        panic!("expected a function error, got {outcome:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["errorType"], "StreamFailed");
     instance.destroy().await;
 }
 
