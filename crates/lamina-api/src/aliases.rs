@@ -124,6 +124,7 @@ pub async fn delete(
             Change::DeletePolicy(alias.clone()),
             Change::DeleteProvisioned(alias.clone()),
             Change::DeleteUrl(Some(alias.clone())),
+            Change::DeleteEventInvokeConfig(alias.clone()),
         ];
         state
             .store

@@ -43,52 +43,24 @@ impl From<StoreError> for ApiError {
 
 /// Exception name, status, and whether the model spells the message member `Message`.
 fn shape(kind: ErrorKind) -> (&'static str, StatusCode, bool) {
-    match kind {
-        ErrorKind::Validation => ("ValidationException", StatusCode::BAD_REQUEST, false),
-        ErrorKind::InvalidParameterValue => (
-            "InvalidParameterValueException",
-            StatusCode::BAD_REQUEST,
-            false,
-        ),
-        ErrorKind::InvalidRequestContent => (
-            "InvalidRequestContentException",
-            StatusCode::BAD_REQUEST,
-            false,
-        ),
-        ErrorKind::ResourceNotFound => ("ResourceNotFoundException", StatusCode::NOT_FOUND, true),
-        ErrorKind::ResourceConflict => ("ResourceConflictException", StatusCode::CONFLICT, false),
-        ErrorKind::PreconditionFailed => (
-            "PreconditionFailedException",
-            StatusCode::PRECONDITION_FAILED,
-            false,
-        ),
-        ErrorKind::RequestTooLarge => (
-            "RequestTooLargeException",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            false,
-        ),
-        ErrorKind::CodeStorageExceeded => (
-            "CodeStorageExceededException",
-            StatusCode::BAD_REQUEST,
-            false,
-        ),
-        ErrorKind::PolicyLengthExceeded => (
-            "PolicyLengthExceededException",
-            StatusCode::BAD_REQUEST,
-            false,
-        ),
-        ErrorKind::TooManyRequests(_) => (
-            "TooManyRequestsException",
-            StatusCode::TOO_MANY_REQUESTS,
-            false,
-        ),
-        ErrorKind::ProvisionedConcurrencyConfigNotFound => (
-            "ProvisionedConcurrencyConfigNotFoundException",
-            StatusCode::NOT_FOUND,
-            false,
-        ),
-        ErrorKind::Service => ("ServiceException", StatusCode::INTERNAL_SERVER_ERROR, true),
-    }
+    let (exception, capitalised) = match kind {
+        ErrorKind::Validation => ("ValidationException", false),
+        ErrorKind::InvalidParameterValue => ("InvalidParameterValueException", false),
+        ErrorKind::InvalidRequestContent => ("InvalidRequestContentException", false),
+        ErrorKind::ResourceNotFound => ("ResourceNotFoundException", true),
+        ErrorKind::ResourceConflict => ("ResourceConflictException", false),
+        ErrorKind::PreconditionFailed => ("PreconditionFailedException", false),
+        ErrorKind::RequestTooLarge => ("RequestTooLargeException", false),
+        ErrorKind::CodeStorageExceeded => ("CodeStorageExceededException", false),
+        ErrorKind::PolicyLengthExceeded => ("PolicyLengthExceededException", false),
+        ErrorKind::TooManyRequests(_) => ("TooManyRequestsException", false),
+        ErrorKind::ProvisionedConcurrencyConfigNotFound => {
+            ("ProvisionedConcurrencyConfigNotFoundException", false)
+        }
+        ErrorKind::Service => ("ServiceException", true),
+    };
+    let status = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (exception, status, capitalised)
 }
 
 /// How long a throttled caller should wait, in seconds (`Retry-After`): concurrency frees up

@@ -451,6 +451,7 @@ pub async fn delete(
                     Change::DeleteVersion(version.to_owned()),
                     Change::DeletePolicy(version.to_owned()),
                     Change::DeleteProvisioned(version.to_owned()),
+                    Change::DeleteEventInvokeConfig(version.to_owned()),
                 ]
             }
             Some(_) => {

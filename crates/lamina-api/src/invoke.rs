@@ -158,18 +158,12 @@ pub async fn invoke(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "Event" => {
-            // Accepted once the function is known to exist; durability comes with the async
-            // queue.
+            // Accepted once the function is known to exist and the event is durable.
             state
                 .invoker
                 .resolve(&request.function, request.qualifier.as_deref())
                 .await?;
-            let invoker = state.invoker.clone();
-            tokio::spawn(async move {
-                if let Err(err) = invoker.invoke(request).await {
-                    tracing::warn!(%err, "asynchronous invocation failed");
-                }
-            });
+            state.events.enqueue(request).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         _ => {

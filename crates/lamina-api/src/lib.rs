@@ -10,6 +10,7 @@
 mod aliases;
 mod code_location;
 mod error;
+mod event_invoke;
 mod event_stream;
 mod function_url;
 mod functions;
@@ -20,6 +21,7 @@ mod provisioned;
 mod render;
 mod settings;
 pub mod sigv4;
+mod sqs;
 mod urls;
 
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -36,7 +38,7 @@ use lamina_core::arn::Account;
 use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_core::function::Runtimes;
 use lamina_core::{Error, ErrorKind};
-use lamina_store::{CodeStore, MetadataStore};
+use lamina_store::{CodeStore, MetadataStore, QueueStore};
 
 pub use error::{ApiError, ApiResult};
 pub use function_url::UrlDirectory;
@@ -59,6 +61,10 @@ pub struct ApiState {
     pub invoker: Arc<dyn lamina_core::invoke::Invoke>,
     /// Where function URLs live, and what each invokes.
     pub urls: UrlDirectory,
+    /// Accepts asynchronous invocations, durably.
+    pub events: Arc<dyn lamina_core::invoke::Enqueue>,
+    /// The durable queues behind the SQS-compatible API.
+    pub queues: Arc<dyn QueueStore>,
 }
 
 /// The request id of the current request, as the function and the client see it.
@@ -148,6 +154,17 @@ pub fn app(state: SharedState) -> Router {
                 .delete(urls::delete),
         )
         .route("/2021-10-31/functions/{function}/urls", get(urls::list))
+        .route(
+            "/2019-09-25/functions/{function}/event-invoke-config",
+            put(event_invoke::put)
+                .post(event_invoke::update)
+                .get(event_invoke::get)
+                .delete(event_invoke::delete),
+        )
+        .route(
+            "/2019-09-25/functions/{function}/event-invoke-config/list",
+            get(event_invoke::list),
+        )
         .route(code_location::ROUTE, get(code_location::download))
         .route("/_lamina/health", get(|| async { "ok" }))
         .route(metrics::ROUTE, get(metrics::metrics))
@@ -184,6 +201,9 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
             let request = Request::from_parts(parts, body);
             function_url::serve(&state, request, url_id, path, &request_id).await
         }
+        None if parts.method == Method::POST && sqs::target(&parts.headers).is_some() => {
+            queue_api(&state, Request::from_parts(parts, body)).await
+        }
         None => match authenticate(&state, Request::from_parts(parts, body), &request_id).await {
             Ok(request) => next.run(request).await,
             Err(err) => err.into_response(),
@@ -193,6 +213,33 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
         response.headers_mut().insert("x-amzn-RequestId", value);
     }
     response
+}
+
+/// Serves the SQS-compatible API: `POST /` with `X-Amz-Target: AmazonSQS.<Operation>`, signed
+/// for service `sqs`.
+async fn queue_api(state: &ApiState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, sqs::MAX_REQUEST_BYTES).await else {
+        return sqs::too_large().into_response();
+    };
+    if let Err(err) = sigv4::verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+        &state.keyring,
+        "sqs",
+        SystemTime::now(),
+    ) {
+        return sqs::SqsError::from(err).into_response();
+    }
+    let operation = sqs::target(&parts.headers).unwrap_or_default();
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    sqs::handle(state, &operation, &body, host).await
 }
 
 async fn authenticate(
@@ -280,13 +327,18 @@ impl QueryPairs {
 
 /// `MaxItems` within the model's range 1..=10000, defaulting to 50.
 fn max_items(query: &QueryPairs) -> ApiResult<usize> {
+    max_items_up_to(query, 10_000)
+}
+
+/// `MaxItems` within 1..=`max`, defaulting to 50.
+fn max_items_up_to(query: &QueryPairs, max: usize) -> ApiResult<usize> {
     match query.get("MaxItems") {
-        None => Ok(50),
+        None => Ok(50.min(max)),
         Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(Error::validation(format!(
                 "1 validation error detected: Value '{raw}' at 'maxItems' failed to satisfy \
-                 constraint: Member must have value between 1 and 10000"
+                 constraint: Member must have value between 1 and {max}"
             ))
             .into()),
         },

@@ -5,14 +5,16 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use lamina_core::invoke::{FunctionMetrics, Metrics};
+use lamina_core::invoke::{AsyncMetrics, FunctionMetrics, Metrics};
 
 use crate::SharedState;
 
 pub const ROUTE: &str = "/_lamina/metrics";
 
 pub async fn metrics(State(state): State<SharedState>) -> Response {
-    let mut response = render(&state.invoker.metrics()).into_response();
+    let mut text = render(&state.invoker.metrics());
+    render_async(&mut text, &state.events.metrics());
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -141,6 +143,75 @@ fn render(metrics: &Metrics) -> String {
         }
     }
     out
+}
+
+fn render_async(out: &mut String, metrics: &AsyncMetrics) {
+    let series: [(&str, &str, &str, u64); 10] = [
+        (
+            "lamina_async_events",
+            "gauge",
+            "Asynchronous events accepted and not yet finished.",
+            metrics.depth,
+        ),
+        (
+            "lamina_async_events_limit",
+            "gauge",
+            "Asynchronous events the queue holds at most.",
+            metrics.max_depth,
+        ),
+        (
+            "lamina_async_events_accepted_total",
+            "counter",
+            "Asynchronous events accepted.",
+            metrics.accepted,
+        ),
+        (
+            "lamina_async_events_refused_total",
+            "counter",
+            "Asynchronous events refused because the queue was full.",
+            metrics.refused,
+        ),
+        (
+            "lamina_async_attempts_total",
+            "counter",
+            "Attempts to run an asynchronous event, retries included.",
+            metrics.attempts,
+        ),
+        (
+            "lamina_async_events_succeeded_total",
+            "counter",
+            "Asynchronous events that succeeded.",
+            metrics.succeeded,
+        ),
+        (
+            "lamina_async_events_failed_total",
+            "counter",
+            "Asynchronous events that failed (retries exhausted, too old, no concurrency).",
+            metrics.failed,
+        ),
+        (
+            "lamina_async_events_dropped_total",
+            "counter",
+            "Asynchronous events dropped because their function was deleted.",
+            metrics.dropped,
+        ),
+        (
+            "lamina_async_dead_letter_failures_total",
+            "counter",
+            "Dead letters that could not be sent.",
+            metrics.dead_letter_failures,
+        ),
+        (
+            "lamina_async_destination_delivery_failures_total",
+            "counter",
+            "Invocation records that could not be delivered to their destination.",
+            metrics.destination_failures,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 #[cfg(test)]

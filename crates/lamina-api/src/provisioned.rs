@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::functions::{function_not_found, load};
-use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, parse_body, retrying};
+use crate::{
+    ApiResult, ApiState, QueryPairs, SharedState, json, max_items_up_to, parse_body, retrying,
+};
 
 fn unpublished() -> Error {
     Error::invalid_parameter(
@@ -177,19 +179,7 @@ pub async fn get_or_list(
 async fn list(state: &ApiState, function: &str, query: &QueryPairs) -> ApiResult<Response> {
     let name = FunctionRef::parse(function, &state.account)?.unqualified()?;
     load(state, &name).await?;
-    let limit = match query.get("MaxItems") {
-        None => 50,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=50).contains(&n) => n,
-            _ => {
-                return Err(Error::validation(format!(
-                    "1 validation error detected: Value '{raw}' at 'maxItems' failed to satisfy \
-                     constraint: Member must have value between 1 and 50"
-                ))
-                .into());
-            }
-        },
-    };
+    let limit = max_items_up_to(query, 50)?;
     let after = query.get("Marker").filter(|m| !m.is_empty());
     let configs: Vec<ProvisionedConfig> = state
         .store

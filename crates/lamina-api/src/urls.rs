@@ -12,7 +12,9 @@ use lamina_store::{Change, Expect};
 use serde_json::{Value, json};
 
 use crate::functions::{function_not_found, load};
-use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, parse_body, retrying};
+use crate::{
+    ApiResult, ApiState, QueryPairs, SharedState, json, max_items_up_to, parse_body, retrying,
+};
 
 fn not_found() -> Error {
     Error::not_found("The resource you requested does not exist.")
@@ -200,19 +202,7 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
     load(&state, &name).await?;
-    let limit = match query.get("MaxItems") {
-        None => 50,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=50).contains(&n) => n,
-            _ => {
-                return Err(Error::validation(format!(
-                    "1 validation error detected: Value '{raw}' at 'maxItems' failed to satisfy \
-                     constraint: Member must have value between 1 and 50"
-                ))
-                .into());
-            }
-        },
-    };
+    let limit = max_items_up_to(&query, 50)?;
     let mut configs = state.store.urls(&name).await?;
     // The marker is the url id of the last configuration of the previous page.
     if let Some(marker) = query.get("Marker").filter(|m| !m.is_empty()) {

@@ -11,7 +11,7 @@ use lamina_api::{ApiState, sigv4::Keyring};
 use lamina_core::arn::Account;
 use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_core::function::Runtimes;
-use lamina_store::{CodeStore, SqliteStore};
+use lamina_store::{CodeStore, SqliteQueues, SqliteStore};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -37,6 +37,15 @@ impl lamina_core::invoke::Invoke for NoEngine {
         ))
     }
 }
+#[async_trait::async_trait]
+impl lamina_core::invoke::Enqueue for NoEngine {
+    async fn enqueue(&self, _: lamina_core::invoke::InvokeRequest) -> lamina_core::Result<()> {
+        Err(lamina_core::Error::service(
+            "no execution engine in this test",
+        ))
+    }
+}
+
 const SECRET: &str = "secret";
 
 struct Harness {
@@ -62,6 +71,8 @@ fn harness() -> Harness {
         },
         invoker: Arc::new(NoEngine),
         urls: lamina_api::UrlDirectory::new("http://localhost:9000", "us-east-1").unwrap(),
+        events: Arc::new(NoEngine),
+        queues: Arc::new(SqliteQueues::in_memory().unwrap()),
     };
     Harness {
         app: lamina_api::app(Arc::new(state)),

@@ -52,6 +52,18 @@ impl Prepared {
         path: &str,
         body: Bytes,
     ) -> anyhow::Result<Self> {
+        Self::signed_for("lambda", method, address, path, body, &[])
+    }
+
+    /// A request signed for `service`, with `extra` headers (signed too).
+    pub fn signed_for(
+        service: &str,
+        method: Method,
+        address: SocketAddr,
+        path: &str,
+        body: Bytes,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let host = address.to_string();
         let url = format!("http://{host}{path}");
         let identity =
@@ -60,27 +72,29 @@ impl Prepared {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region("us-east-1")
-            .name("lambda")
+            .name(service)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
             .context("signing parameters")?
             .into();
-        let headers = [("host", host.as_str())];
+        let headers: Vec<(&str, &str)> = [("host", host.as_str())]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
         let signable = SignableRequest::new(
             method.as_str(),
             &url,
-            headers.into_iter(),
+            headers.iter().copied(),
             SignableBody::Bytes(&body),
         )
         .context("a signable request")?;
         let (instructions, _) = sign(signable, &params).context("signing")?.into_parts();
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", &host)
-            .body(())
-            .context("a request")?;
+        let mut request = Request::builder().method(method.clone()).uri(path);
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(()).context("a request")?;
         instructions.apply_to_request_http1x(&mut request);
         Ok(Self {
             method,
@@ -162,7 +176,7 @@ impl Load {
 }
 
 /// `clients` connections send `request` back to back: `warmup` unrecorded, then `duration`
-/// recorded. A response other than 200 counts as an error.
+/// recorded. A response other than 2xx counts as an error.
 pub async fn load(
     address: SocketAddr,
     request: Arc<Prepared>,
@@ -185,7 +199,7 @@ pub async fn load(
                 }
                 let answer = connection.send(&request).await?;
                 if sent >= record_from {
-                    if answer.status == 200 {
+                    if (200..300).contains(&answer.status) {
                         latencies.push(sent.elapsed());
                     } else {
                         errors += 1;

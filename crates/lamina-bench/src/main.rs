@@ -10,6 +10,7 @@
 
 mod http;
 mod memory;
+mod queues;
 mod servers;
 
 use std::io::Write as _;
@@ -337,6 +338,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .json
         .insert("memory".into(), Value::Object(memory_json));
 
+    asynchronous(&lamina, &cli, &mut report, warmup, duration).await?;
+
     // Cold starts and scale-out, from sandboxes built ahead (the server's default) and, on a
     // second server, built on demand.
     let unpooled_args: Vec<String> = cli
@@ -451,6 +454,129 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&Value::Object(report.json))?,
     )?;
     eprintln!("results written to {}", cli.json.display());
+    Ok(())
+}
+
+/// Asynchronous invocation and the queue API, each load level beside the floor at the same
+/// concurrency.
+async fn asynchronous(
+    lamina: &Lamina,
+    cli: &Cli,
+    report: &mut Report,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let floor = Floor::start()?;
+    let floor_request = Arc::new(Prepared::plain(
+        ::http::Method::POST,
+        floor.address,
+        "/floor",
+        Bytes::from_static(b"{}"),
+    ));
+    let mut floors = Vec::new();
+    for &clients in &cli.clients {
+        floors.push(
+            load(
+                floor.address,
+                floor_request.clone(),
+                clients,
+                warmup,
+                duration,
+            )
+            .await?,
+        );
+    }
+    drop(floor);
+
+    report.section("asynchronous invoke (InvocationType=Event) of the no-op: durable, then 202");
+    let mut levels = serde_json::Map::new();
+    let since = Instant::now();
+    for (&clients, base) in cli.clients.iter().zip(&floors) {
+        let request = lamina.event("bench-noop", "{}")?;
+        let measured = load(lamina.address, request, clients, warmup, duration).await?;
+        eprintln!(
+            "async accept, {clients} clients: p50 {:.0} µs, {:.0}/s",
+            micros(measured.percentile(50.0)),
+            measured.per_second()
+        );
+        report.load_rows("accept", clients, &measured, base);
+        levels.insert(
+            clients.to_string(),
+            json!({ "lamina": load_json(&measured), "floor": load_json(base) }),
+        );
+    }
+    let all_run = queues::drained(lamina, since).await?;
+    let accepted = lamina.metric("lamina_async_events_accepted_total").await?;
+    let run_rate = accepted / all_run.as_secs_f64();
+    eprintln!(
+        "{accepted} events accepted; all run after {:.1} s",
+        all_run.as_secs_f64()
+    );
+    report.rows.push(Row::plain(
+        format!(
+            "events run per second ({accepted} accepted during the runs above, all run after {:.1} s)",
+            all_run.as_secs_f64()
+        ),
+        format!("{run_rate:.0} /s"),
+    ));
+    let latencies = queues::accept_to_start(lamina, "bench-noop", 200).await?;
+    let at = |p: f64| latencies[((p / 100.0) * latencies.len() as f64) as usize - 1];
+    eprintln!(
+        "accept to handler start: p50 {:.2} ms, p99 {:.2} ms",
+        millis(at(50.0)),
+        millis(at(99.0))
+    );
+    report.rows.push(Row::plain(
+        "accept to handler start, one event at a time, p50 (p99)",
+        format!("{:.2} ms ({:.2} ms)", millis(at(50.0)), millis(at(99.0))),
+    ));
+    report.json.insert(
+        "async".into(),
+        json!({
+            "accept": levels,
+            "accepted": accepted,
+            "all_run_s": all_run.as_secs_f64(),
+            "run_per_second": run_rate,
+            "accept_to_start_p50_ms": millis(at(50.0)),
+            "accept_to_start_p99_ms": millis(at(99.0)),
+        }),
+    );
+
+    report.section("queue API (SQS JSON protocol), durable sends");
+    let mut connection = Connection::open(lamina.address).await?;
+    let created = lamina
+        .sqs(
+            &mut connection,
+            "CreateQueue",
+            json!({ "QueueName": "bench-queue" }),
+        )
+        .await?;
+    let queue = created["QueueUrl"].as_str().context("no queue URL")?;
+    let mut levels = serde_json::Map::new();
+    for (&clients, base) in cli.clients.iter().zip(&floors) {
+        let measured = queues::send_load(lamina, queue, clients, warmup, duration).await?;
+        eprintln!(
+            "SendMessage, {clients} clients: p50 {:.0} µs, {:.0}/s",
+            micros(measured.percentile(50.0)),
+            measured.per_second()
+        );
+        report.load_rows("SendMessage (100 B)", clients, &measured, base);
+        levels.insert(
+            clients.to_string(),
+            json!({ "lamina": load_json(&measured), "floor": load_json(base) }),
+        );
+    }
+    let (consumed, took) = queues::drain(lamina.address, queue, 8).await?;
+    let drain_rate = consumed as f64 / took.as_secs_f64();
+    eprintln!("drained {consumed} messages in {:.1} s", took.as_secs_f64());
+    report.rows.push(Row::plain(
+        format!("ReceiveMessage (10) + DeleteMessageBatch, 8 consumers, {consumed} messages"),
+        format!("{drain_rate:.0} messages/s"),
+    ));
+    report.json.insert(
+        "queue".into(),
+        json!({ "send": levels, "drained": consumed, "drain_per_second": drain_rate }),
+    );
     Ok(())
 }
 

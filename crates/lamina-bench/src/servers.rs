@@ -177,6 +177,45 @@ impl Lamina {
         .map(drop)
     }
 
+    /// One request of the SQS-compatible API, signed for service `sqs`.
+    pub fn sqs_request(&self, operation: &str, body: &Value) -> anyhow::Result<Arc<Prepared>> {
+        sqs_request(self.address, operation, body)
+    }
+
+    /// One call to the SQS-compatible API on `connection`; fails unless it answers 200.
+    pub async fn sqs(
+        &self,
+        connection: &mut Connection,
+        operation: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        sqs(self.address, connection, operation, body).await
+    }
+
+    /// A series of the server's metrics (`/_lamina/metrics`), without labels.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let request = Prepared::plain(Method::GET, self.address, "/_lamina/metrics", Bytes::new());
+        let answer = Connection::open(self.address).await?.send(&request).await?;
+        let text = String::from_utf8_lossy(&answer.body);
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .with_context(|| format!("no metric {name}"))
+    }
+
+    /// The asynchronous Invoke request (`X-Amz-Invocation-Type: Event`) for `name`, signed.
+    pub fn event(&self, name: &str, payload: &str) -> anyhow::Result<Arc<Prepared>> {
+        Prepared::signed_for(
+            "lambda",
+            Method::POST,
+            self.address,
+            &format!("/2015-03-31/functions/{name}/invocations"),
+            Bytes::from(payload.to_owned()),
+            &[("x-amz-invocation-type", "Event")],
+        )
+        .map(Arc::new)
+    }
+
     /// The Invoke request for `name` with `payload`, signed.
     pub fn invocation(&self, name: &str, payload: &str) -> anyhow::Result<Arc<Prepared>> {
         Prepared::signed(
@@ -198,6 +237,47 @@ impl Drop for Lamina {
             let _ = self.child.wait();
         }
     }
+}
+
+/// One request of the SQS-compatible API at `address`, signed for service `sqs`.
+pub fn sqs_request(
+    address: SocketAddr,
+    operation: &str,
+    body: &Value,
+) -> anyhow::Result<Arc<Prepared>> {
+    let target = format!("AmazonSQS.{operation}");
+    Prepared::signed_for(
+        "sqs",
+        Method::POST,
+        address,
+        "/",
+        Bytes::from(body.to_string()),
+        &[
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", &target),
+        ],
+    )
+    .map(Arc::new)
+}
+
+/// One call to the SQS-compatible API on `connection`; fails unless it answers 200.
+pub async fn sqs(
+    address: SocketAddr,
+    connection: &mut Connection,
+    operation: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let answer = connection
+        .send(&*sqs_request(address, operation, &body)?)
+        .await?;
+    if answer.status != 200 {
+        bail!(
+            "{operation}: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(serde_json::from_slice(&answer.body)?)
 }
 
 /// The floor server: `lamina-bench floor-server`, a child process like Lamina.

@@ -27,6 +27,25 @@ pub enum ErrorKind {
     Service,
 }
 
+impl ErrorKind {
+    /// The HTTP status Lambda answers this error with (also the `ErrorCode` of a dead letter).
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Validation
+            | Self::InvalidParameterValue
+            | Self::InvalidRequestContent
+            | Self::CodeStorageExceeded
+            | Self::PolicyLengthExceeded => 400,
+            Self::ResourceNotFound | Self::ProvisionedConcurrencyConfigNotFound => 404,
+            Self::ResourceConflict => 409,
+            Self::PreconditionFailed => 412,
+            Self::RequestTooLarge => 413,
+            Self::TooManyRequests(_) => 429,
+            Self::Service => 500,
+        }
+    }
+}
+
 /// Why an invocation was throttled: `TooManyRequestsException.Reason` of the API model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ThrottleReason {
@@ -34,6 +53,8 @@ pub enum ThrottleReason {
     ConcurrentInvocationLimitExceeded,
     /// The function's reserved concurrency is in use; reserved 0 throttles everything.
     ReservedFunctionConcurrentInvocationLimitExceeded,
+    /// Asynchronous events arrive faster than they are run: the event queue is full.
+    FunctionInvocationRateLimitExceeded,
 }
 
 impl ThrottleReason {
@@ -43,6 +64,7 @@ impl ThrottleReason {
             Self::ReservedFunctionConcurrentInvocationLimitExceeded => {
                 "ReservedFunctionConcurrentInvocationLimitExceeded"
             }
+            Self::FunctionInvocationRateLimitExceeded => "FunctionInvocationRateLimitExceeded",
         }
     }
 }

@@ -63,6 +63,52 @@ pub trait Invoke: Send + Sync + 'static {
     }
 }
 
+/// The asynchronous side of the engine: accepting events durably, and how they fare.
+#[async_trait::async_trait]
+pub trait Enqueue: Send + Sync + 'static {
+    /// Accepts an asynchronous invocation (`InvocationType=Event`). When this returns `Ok` the
+    /// event is durable and will be run at least once; a full queue refuses it with a throttle.
+    async fn enqueue(&self, request: InvokeRequest) -> Result<()>;
+
+    fn metrics(&self) -> AsyncMetrics {
+        AsyncMetrics::default()
+    }
+}
+
+/// Counters of asynchronous invocation since the server started (the depth is current).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AsyncMetrics {
+    /// Events accepted and not yet finished (waiting, running or waiting for a retry).
+    pub depth: u64,
+    pub max_depth: u64,
+    pub accepted: u64,
+    /// Events refused because the queue was full.
+    pub refused: u64,
+    /// Attempts to run an event, first tries and retries.
+    pub attempts: u64,
+    pub succeeded: u64,
+    /// Events that ended in failure (retries exhausted, too old, reserved concurrency 0).
+    pub failed: u64,
+    /// Events whose function (or qualifier) was deleted before they ran.
+    pub dropped: u64,
+    pub dead_letter_failures: u64,
+    pub destination_failures: u64,
+}
+
+/// Delivery to a broker outside Lamina (a destination such as a Redis stream).
+#[async_trait::async_trait]
+pub trait Publish: Send + Sync + 'static {
+    /// Appends `record` to the stream `key` of the Redis server at `server` (a `redis://` URL),
+    /// with `fields` beside it.
+    async fn redis_stream(
+        &self,
+        server: &str,
+        key: &str,
+        record: &[u8],
+        fields: &[(&str, &str)],
+    ) -> std::result::Result<(), String>;
+}
+
 /// Where a provisioned concurrency configuration's allocation stands (`Status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProvisionedState {

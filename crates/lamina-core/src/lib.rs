@@ -8,6 +8,7 @@
 pub mod arn;
 pub mod concurrency;
 pub mod error;
+pub mod event_invoke;
 pub mod function;
 pub mod invoke;
 pub mod policy;

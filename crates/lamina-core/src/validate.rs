@@ -309,6 +309,7 @@ pub fn version(v: &Version, runtimes: &Runtimes) -> Result<()> {
     )?;
     if let Some(target) = &v.dead_letter_target {
         matches(&RESOURCE_ARN, "deadLetterConfig.targetArn", target)?;
+        dead_letter_target(target)?;
     }
     if let Some(kms) = &v.kms_key_arn {
         matches(&RESOURCE_ARN, "kMSKeyArn", kms)?;
@@ -351,6 +352,18 @@ pub fn version(v: &Version, runtimes: &Runtimes) -> Result<()> {
     max_length("loggingConfig.logGroup", &logging.log_group, 512)?;
     matches(&LOG_GROUP, "loggingConfig.logGroup", &logging.log_group)?;
     Ok(())
+}
+
+/// Dead letters go to a Lamina queue (SNS topics, which Lambda also takes, do not exist here).
+fn dead_letter_target(target: &str) -> Result<()> {
+    let parts: Vec<&str> = target.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "sqs", _, _, name] if crate::event_invoke::is_queue_name(name) => Ok(()),
+        _ => Err(Error::invalid_parameter(format!(
+            "The dead-letter target {target} is not a queue: Lamina sends dead letters to its \
+             SQS-compatible queues (arn:aws:sqs:<region>:<account>:<name>)."
+        ))),
+    }
 }
 
 pub fn alias_name(name: &str) -> Result<()> {

@@ -10,6 +10,7 @@
 //! store is read again only to reconcile after a commit, off the invocation path.
 #![forbid(unsafe_code)]
 
+pub mod asynchronous;
 mod gate;
 pub mod keep_alive;
 mod outcome;

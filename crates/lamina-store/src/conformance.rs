@@ -1,6 +1,7 @@
 //! One behavioural suite every [`MetadataStore`] backend must pass.
 
 use lamina_core::concurrency::{Allocation, ProvisionedConfig};
+use lamina_core::event_invoke::EventInvokeConfig;
 use lamina_core::function::{Alias, CodeRef, Function, Logging, Version};
 use lamina_core::policy::Policy;
 use lamina_core::url::{AuthType, InvokeMode, UrlConfig};
@@ -262,6 +263,50 @@ pub async fn suite(store: &dyn MetadataStore) {
         .unwrap();
     assert!(store.url_by_id("id-live").await.unwrap().is_none());
 
+    // Asynchronous invocation configurations, per qualifier.
+    let event_config = |qualifier: &str, retries: u32| EventInvokeConfig {
+        qualifier: qualifier.into(),
+        maximum_retry_attempts: Some(retries),
+        maximum_event_age: None,
+        on_success: None,
+        on_failure: Some("arn:aws:sqs:us-east-1:000000000000:dlq".into()),
+        last_modified: 1.5,
+    };
+    let generation = store.function("a").await.unwrap().unwrap().1;
+    store
+        .commit(
+            "a",
+            Expect::Generation(generation),
+            vec![
+                Change::PutEventInvokeConfig(event_config("live", 1)),
+                Change::PutEventInvokeConfig(event_config("$LATEST", 0)),
+                Change::PutEventInvokeConfig(event_config("$LATEST", 2)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.event_invoke_config("a", "$LATEST").await.unwrap(),
+        Some(event_config("$LATEST", 2))
+    );
+    assert_eq!(store.event_invoke_configs("a").await.unwrap().len(), 2);
+    let generation = store.function("a").await.unwrap().unwrap().1;
+    store
+        .commit(
+            "a",
+            Expect::Generation(generation),
+            vec![Change::DeleteEventInvokeConfig("live".into())],
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .event_invoke_config("a", "live")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     // Usage and code references.
     let usage = store.usage().await.unwrap();
     assert_eq!((usage.function_count, usage.total_code_size), (2, 300));
@@ -287,6 +332,7 @@ pub async fn suite(store: &dyn MetadataStore) {
     assert!(store.provisioned("a").await.unwrap().is_empty());
     assert!(store.allocations().await.unwrap().is_empty());
     assert!(store.url_by_id("id-plain").await.unwrap().is_none());
+    assert!(store.event_invoke_configs("a").await.unwrap().is_empty());
     assert_eq!(
         store.code_in_use().await.unwrap(),
         ["aa".to_string()].into()

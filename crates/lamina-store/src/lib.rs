@@ -10,18 +10,30 @@ pub mod archive;
 pub mod code;
 #[cfg(test)]
 mod conformance;
+pub mod queue;
 pub mod sqlite;
+pub mod sqlite_queue;
 
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use lamina_core::concurrency::{Allocation, ProvisionedConfig};
+use lamina_core::event_invoke::EventInvokeConfig;
 use lamina_core::function::{Alias, Function, Version};
 use lamina_core::policy::Policy;
 use lamina_core::url::UrlConfig;
 
 pub use code::CodeStore;
+pub use queue::QueueStore;
 pub use sqlite::SqliteStore;
+pub use sqlite_queue::SqliteQueues;
+
+/// The time now, in epoch milliseconds (the queue engine's clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,6 +79,10 @@ pub enum Change {
     PutUrl(UrlConfig),
     /// Removes the URL configuration of the function (`None`) or of this alias, if any.
     DeleteUrl(Option<String>),
+    /// The asynchronous invocation configuration of a qualifier (`$LATEST` for the function).
+    PutEventInvokeConfig(EventInvokeConfig),
+    /// Removes the asynchronous invocation configuration of this qualifier, if any.
+    DeleteEventInvokeConfig(String),
     /// Removes the function with all its versions, aliases, policies and provisioned
     /// concurrency configurations.
     DeleteFunction,
@@ -118,6 +134,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn urls(&self, function: &str) -> Result<Vec<UrlConfig>>;
     /// The function a URL id belongs to, and its configuration.
     async fn url_by_id(&self, url_id: &str) -> Result<Option<(String, UrlConfig)>>;
+    /// The asynchronous invocation configuration of `qualifier` (`$LATEST`: the function's).
+    async fn event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<EventInvokeConfig>>;
+    /// A function's asynchronous invocation configurations, ordered by qualifier.
+    async fn event_invoke_configs(&self, function: &str) -> Result<Vec<EventInvokeConfig>>;
     /// Applies `changes` atomically if the function is as `expect` says, and advances its
     /// generation. Durable when it returns `Ok`.
     async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()>;
@@ -195,6 +219,16 @@ impl MetadataStore for Observed {
     }
     async fn url_by_id(&self, url_id: &str) -> Result<Option<(String, UrlConfig)>> {
         self.inner.url_by_id(url_id).await
+    }
+    async fn event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<EventInvokeConfig>> {
+        self.inner.event_invoke_config(function, qualifier).await
+    }
+    async fn event_invoke_configs(&self, function: &str) -> Result<Vec<EventInvokeConfig>> {
+        self.inner.event_invoke_configs(function).await
     }
     async fn commit(&self, function: &str, expect: Expect, changes: Vec<Change>) -> Result<()> {
         self.inner.commit(function, expect, changes).await?;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lamina_core::concurrency::{Allocation, ProvisionedConfig};
+use lamina_core::event_invoke::EventInvokeConfig;
 use lamina_core::function::{Alias, Function, Version};
 use lamina_core::policy::Policy;
 use lamina_core::url::UrlConfig;
@@ -59,6 +60,14 @@ const MIGRATIONS: &[&str] = &[
         function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
         qualifier   TEXT NOT NULL,
         url_id      TEXT NOT NULL UNIQUE,
+        body        TEXT NOT NULL,
+        PRIMARY KEY (function, qualifier)
+    );
+"#,
+    r#"
+    CREATE TABLE event_invoke_configs (
+        function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier   TEXT NOT NULL,
         body        TEXT NOT NULL,
         PRIMARY KEY (function, qualifier)
     );
@@ -223,6 +232,19 @@ fn apply(tx: &rusqlite::Transaction<'_>, function: &str, change: Change) -> rusq
             tx.execute(
                 "DELETE FROM urls WHERE function = ?1 AND qualifier = ?2",
                 params![function, qualifier.unwrap_or_default()],
+            )?;
+        }
+        Change::PutEventInvokeConfig(config) => {
+            tx.execute(
+                "INSERT INTO event_invoke_configs (function, qualifier, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (function, qualifier) DO UPDATE SET body = excluded.body",
+                params![function, config.qualifier, encode(&config)],
+            )?;
+        }
+        Change::DeleteEventInvokeConfig(qualifier) => {
+            tx.execute(
+                "DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
+                params![function, qualifier],
             )?;
         }
         Change::DeleteFunction => {
@@ -459,6 +481,42 @@ impl MetadataStore for SqliteStore {
                 .map_err(backend)?;
             row.map(|(function, body)| Ok((function, decode(body)?)))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<EventInvokeConfig>> {
+        let (function, qualifier) = (function.to_owned(), qualifier.to_owned());
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT body FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
+                params![function, qualifier],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(backend)?
+            .map(decode)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn event_invoke_configs(&self, function: &str) -> Result<Vec<EventInvokeConfig>> {
+        let function = function.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM event_invoke_configs WHERE function = ?1 ORDER BY qualifier",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![function], |row| row.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|body| decode(body.map_err(backend)?)).collect()
         })
         .await
     }

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lamina_api::{ApiState, sigv4::Keyring};
 use lamina_core::arn::Account;
 use lamina_core::concurrency::ConcurrencyLimits;
-use lamina_store::{CodeStore, MetadataStore, Observed, SqliteStore};
+use lamina_store::{CodeStore, MetadataStore, Observed, QueueStore, SqliteQueues, SqliteStore};
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Lambda API (and everything else) on one address.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Internal: builds one sandbox; started by the server, never by hand.
     #[command(hide = true)]
     SandboxHelper,
@@ -84,6 +84,17 @@ struct ServerArgs {
     /// base (say `https://lambda.example.com` behind a proxy) [default: http://localhost:<port>].
     #[arg(long, env = "LAMINA_FUNCTION_URL_BASE")]
     function_url_base: Option<String>,
+    /// Asynchronous events that may wait in the queue at most; further `Event` invocations are
+    /// refused (429) until it drains.
+    #[arg(long, env = "LAMINA_ASYNC_QUEUE_DEPTH", default_value_t = 100_000)]
+    async_queue_depth: u64,
+    /// Asynchronous events run at once.
+    #[arg(long, env = "LAMINA_ASYNC_CONCURRENCY", default_value_t = 100)]
+    async_concurrency: usize,
+    /// Seconds before the first retry of an asynchronous event whose function failed; the
+    /// second retry waits twice as long (Lambda: 60).
+    #[arg(long, env = "LAMINA_ASYNC_RETRY_INTERVAL", default_value_t = 60)]
+    async_retry_interval: u64,
     /// Log format.
     #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -120,7 +131,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(serve(args))
+                .block_on(serve(*args))
         }
     }
 }
@@ -266,6 +277,24 @@ async fn open_state(
             .then(|| Duration::from_secs(args.log_retention_days * 86_400)),
     )
     .await?;
+    let queues: Arc<dyn QueueStore> = Arc::new(
+        SqliteQueues::open(&data_dir.join("queues.db")).context("opening the queue store")?,
+    );
+    let events = lamina_invoke::asynchronous::AsyncInvoker::start(
+        queues.clone(),
+        engine.invoker.clone(),
+        store.clone(),
+        Arc::new(lamina_sources::Brokers::default()),
+        account.clone(),
+        lamina_invoke::asynchronous::AsyncSettings {
+            max_depth: args.async_queue_depth,
+            concurrency: args.async_concurrency,
+            retry_interval: Duration::from_secs(args.async_retry_interval),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting asynchronous invocation: {e}"))?;
+    expire_messages(queues.clone());
     let state = Arc::new(ApiState {
         store: store.clone(),
         code,
@@ -276,6 +305,8 @@ async fn open_state(
         concurrency: limits,
         invoker: engine.invoker.clone(),
         urls,
+        events,
+        queues,
     });
     // A commit to a function may change what its URLs invoke or who may call them.
     let observing = Arc::downgrade(&state);
@@ -285,6 +316,21 @@ async fn open_state(
         }
     });
     Ok((state, engine))
+}
+
+/// Deletes queue messages past their retention, every minute.
+fn expire_messages(queues: Arc<dyn QueueStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match queues.expire(lamina_store::now_ms()).await {
+                Ok(0) => {}
+                Ok(expired) => tracing::info!(expired, "deleted messages past their retention"),
+                Err(err) => tracing::warn!(%err, "expiring queue messages"),
+            }
+        }
+    });
 }
 
 fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {

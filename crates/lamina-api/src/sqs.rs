@@ -1,0 +1,914 @@
+//! The SQS-compatible queue API: the JSON 1.0 protocol current SDKs speak to SQS (`POST /` with
+//! `X-Amz-Target: AmazonSQS.<Operation>`, signed for service `sqs`), over Lamina's queue engine.
+//! Queue URLs are `http://<host>/<account>/<name>`; ARNs `arn:aws:sqs:<region>:<account>:<name>`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use lamina_core::event_invoke::is_queue_name;
+use lamina_store::queue::{NewMessage, QueueSettings, Receipt, Received, Redrive};
+use lamina_store::{QueueStore, StoreError, now_ms};
+use md5::{Digest as _, Md5};
+use serde_json::{Map, Value, json};
+
+use crate::ApiState;
+
+/// The largest request taken: a batch of ten messages of 1 MiB at most in all, as JSON (escaping
+/// may double it) with room for the attributes.
+pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
+
+/// The answer to a request larger than [`MAX_REQUEST_BYTES`].
+pub fn too_large() -> SqsError {
+    error(
+        "BatchRequestTooLong",
+        "AWS.SimpleQueueService.BatchRequestTooLong",
+        format!("Requests must be smaller than {MAX_REQUEST_BYTES} bytes."),
+    )
+}
+
+/// The operation a request asks for, if it is for this API.
+pub fn target(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("AmazonSQS."))
+        .map(str::to_owned)
+}
+
+/// An SQS error: the modeled shape, the query-protocol code older clients check, the status.
+#[derive(Debug)]
+pub struct SqsError {
+    shape: &'static str,
+    query_code: &'static str,
+    status: StatusCode,
+    message: String,
+}
+
+type SqsResult<T> = Result<T, SqsError>;
+
+fn error(shape: &'static str, query_code: &'static str, message: impl Into<String>) -> SqsError {
+    SqsError {
+        shape,
+        query_code,
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+    }
+}
+
+fn no_queue() -> SqsError {
+    error(
+        "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "The specified queue does not exist.",
+    )
+}
+
+fn invalid_parameter(message: impl Into<String>) -> SqsError {
+    error("InvalidParameterValue", "InvalidParameterValue", message)
+}
+
+impl From<StoreError> for SqsError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(%err, "queue store failure");
+        SqsError {
+            shape: "InternalError",
+            query_code: "InternalError",
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "The service encountered an internal error.".into(),
+        }
+    }
+}
+
+impl From<crate::ApiError> for SqsError {
+    /// A signature that does not verify, in this protocol's error form.
+    fn from(err: crate::ApiError) -> Self {
+        match err {
+            crate::ApiError::Auth {
+                exception,
+                status,
+                message,
+            } => SqsError {
+                shape: exception,
+                query_code: exception,
+                status,
+                message,
+            },
+            other => SqsError {
+                shape: "InternalError",
+                query_code: "InternalError",
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for SqsError {
+    fn into_response(self) -> Response {
+        let body = json!({ "__type": format!("com.amazonaws.sqs#{}", self.shape), "message": self.message });
+        let mut response = (self.status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        let fault = if self.status.is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        if let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", self.query_code)) {
+            headers.insert("x-amzn-query-error", value);
+        }
+        response
+    }
+}
+
+fn reply(body: Value) -> Response {
+    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    response
+}
+
+/// Serves one SQS operation; `host` is the request's `Host`, for queue URLs.
+pub async fn handle(state: &ApiState, operation: &str, body: &Bytes, host: &str) -> Response {
+    let request: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(e) => {
+                return error(
+                    "InvalidParameterValue",
+                    "InvalidParameterValue",
+                    format!("the request is not JSON: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let api = Sqs {
+        queues: state.queues.as_ref(),
+        region: &state.account.region,
+        account: &state.account.account_id,
+        host,
+    };
+    let result = match operation {
+        "CreateQueue" => api.create_queue(&request).await,
+        "GetQueueUrl" => api.get_queue_url(&request).await,
+        "ListQueues" => api.list_queues(&request).await,
+        "DeleteQueue" => api.delete_queue(&request).await,
+        "PurgeQueue" => api.purge_queue(&request).await,
+        "GetQueueAttributes" => api.get_attributes(&request).await,
+        "SetQueueAttributes" => api.set_attributes(&request).await,
+        "SendMessage" => api.send_message(&request).await,
+        "SendMessageBatch" => api.send_message_batch(&request).await,
+        "ReceiveMessage" => api.receive_message(&request).await,
+        "DeleteMessage" => api.delete_message(&request).await,
+        "DeleteMessageBatch" => api.delete_message_batch(&request).await,
+        "ChangeMessageVisibility" => api.change_visibility(&request).await,
+        "ChangeMessageVisibilityBatch" => api.change_visibility_batch(&request).await,
+        other => Err(error(
+            "UnsupportedOperation",
+            "AWS.SimpleQueueService.UnsupportedOperation",
+            format!("The operation {other} is not supported by Lamina."),
+        )),
+    };
+    match result {
+        Ok(body) => reply(body),
+        Err(err) => err.into_response(),
+    }
+}
+
+struct Sqs<'a> {
+    queues: &'a dyn QueueStore,
+    region: &'a str,
+    account: &'a str,
+    host: &'a str,
+}
+
+fn string<'a>(request: &'a Value, member: &str) -> SqsResult<&'a str> {
+    request[member].as_str().ok_or_else(|| {
+        error(
+            "MissingParameter",
+            "MissingParameter",
+            format!("The request must contain the parameter {member}."),
+        )
+    })
+}
+
+/// A queue attribute given as a string (as the API carries them all) parsed within bounds.
+fn bounded(name: &str, value: &Value, range: std::ops::RangeInclusive<u32>) -> SqsResult<u32> {
+    value
+        .as_str()
+        .and_then(|v| v.parse::<u32>().ok())
+        .or_else(|| value.as_u64().and_then(|v| u32::try_from(v).ok()))
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| {
+            error(
+                "InvalidAttributeValue",
+                "InvalidAttributeValue",
+                format!("Invalid value for the parameter {name}."),
+            )
+        })
+}
+
+/// The MD5 of message attributes, as SQS computes it: each attribute by name, in order, as
+/// length-prefixed name, data type, a transport byte (1 string, 2 binary) and length-prefixed value.
+fn attributes_md5(attributes: &Map<String, Value>) -> Option<String> {
+    if attributes.is_empty() {
+        return None;
+    }
+    fn put(digest: &mut Md5, bytes: &[u8]) {
+        digest.update((bytes.len() as u32).to_be_bytes());
+        digest.update(bytes);
+    }
+    let mut digest = Md5::new();
+    let sorted: BTreeMap<&String, &Value> = attributes.iter().collect();
+    for (name, value) in sorted {
+        let data_type = value
+            .get("DataType")
+            .and_then(Value::as_str)
+            .unwrap_or("String");
+        put(&mut digest, name.as_bytes());
+        put(&mut digest, data_type.as_bytes());
+        match value.get("BinaryValue").and_then(Value::as_str) {
+            Some(binary) => {
+                digest.update([2u8]);
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(binary)
+                    .unwrap_or_default();
+                put(&mut digest, &bytes);
+            }
+            None => {
+                digest.update([1u8]);
+                let text = value
+                    .get("StringValue")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                put(&mut digest, text.as_bytes());
+            }
+        }
+    }
+    Some(hex::encode(digest.finalize()))
+}
+
+fn body_md5(body: &[u8]) -> String {
+    hex::encode(Md5::digest(body))
+}
+
+impl Sqs<'_> {
+    fn url(&self, name: &str) -> String {
+        format!("http://{}/{}/{}", self.host, self.account, name)
+    }
+
+    fn arn(&self, name: &str) -> String {
+        format!("arn:aws:sqs:{}:{}:{}", self.region, self.account, name)
+    }
+
+    /// The queue a `QueueUrl` names, if it exists.
+    async fn named(&self, request: &Value) -> SqsResult<(String, QueueSettings)> {
+        let url = string(request, "QueueUrl")?;
+        let name = url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        if !is_queue_name(name) {
+            return Err(error(
+                "InvalidAddress",
+                "InvalidAddress",
+                format!("The address {url} is not valid for this endpoint."),
+            ));
+        }
+        match self.queues.queue(name).await? {
+            Some(settings) => Ok((name.to_owned(), settings)),
+            None => Err(no_queue()),
+        }
+    }
+
+    /// Applies the `Attributes` of a request to `settings`.
+    async fn apply(&self, settings: &mut QueueSettings, attributes: &Value) -> SqsResult<()> {
+        let Some(attributes) = attributes.as_object() else {
+            return Ok(());
+        };
+        for (name, value) in attributes {
+            match name.as_str() {
+                "VisibilityTimeout" => {
+                    settings.visibility_timeout = bounded(name, value, 0..=43_200)?
+                }
+                "MessageRetentionPeriod" => {
+                    settings.retention = bounded(name, value, 60..=1_209_600)?
+                }
+                "DelaySeconds" => settings.delay = bounded(name, value, 0..=900)?,
+                "ReceiveMessageWaitTimeSeconds" => {
+                    settings.receive_wait = bounded(name, value, 0..=20)?
+                }
+                "MaximumMessageSize" => {
+                    settings.max_message_size = bounded(name, value, 1_024..=1_048_576)?
+                }
+                "RedrivePolicy" => settings.redrive = self.redrive(value).await?,
+                "Policy"
+                | "KmsMasterKeyId"
+                | "KmsDataKeyReusePeriodSeconds"
+                | "SqsManagedSseEnabled"
+                | "RedriveAllowPolicy" => {}
+                "FifoQueue"
+                | "ContentBasedDeduplication"
+                | "DeduplicationScope"
+                | "FifoThroughputLimit" => {
+                    return Err(error(
+                        "InvalidAttributeName",
+                        "InvalidAttributeName",
+                        format!("{name}: FIFO queues are not supported by Lamina."),
+                    ));
+                }
+                other => {
+                    return Err(error(
+                        "InvalidAttributeName",
+                        "InvalidAttributeName",
+                        format!("Unknown Attribute {other}."),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn redrive(&self, value: &Value) -> SqsResult<Option<Redrive>> {
+        let text = value.as_str().unwrap_or("");
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let policy: Value = serde_json::from_str(text).map_err(|_| {
+            error(
+                "InvalidAttributeValue",
+                "InvalidAttributeValue",
+                "Invalid value for the parameter RedrivePolicy. Reason: the policy is not JSON.",
+            )
+        })?;
+        let target = policy["deadLetterTargetArn"].as_str().unwrap_or("");
+        let count = policy["maxReceiveCount"]
+            .as_u64()
+            .or_else(|| {
+                policy["maxReceiveCount"]
+                    .as_str()
+                    .and_then(|c| c.parse().ok())
+            })
+            .filter(|c| (1..=1000).contains(c));
+        let dead_letter =
+            target.strip_prefix(&format!("arn:aws:sqs:{}:{}:", self.region, self.account));
+        match (dead_letter, count) {
+            (Some(name), Some(count)) if self.queues.queue(name).await?.is_some() => {
+                Ok(Some(Redrive {
+                    dead_letter_queue: name.to_owned(),
+                    max_receive_count: count as u32,
+                }))
+            }
+            (Some(_), Some(_)) => Err(error(
+                "InvalidAttributeValue",
+                "InvalidAttributeValue",
+                "Value for parameter RedrivePolicy is invalid. Reason: Dead letter target does not exist.",
+            )),
+            _ => Err(error(
+                "InvalidAttributeValue",
+                "InvalidAttributeValue",
+                "Value for parameter RedrivePolicy is invalid. Reason: it needs deadLetterTargetArn (a queue of this account) and maxReceiveCount (1 to 1000).",
+            )),
+        }
+    }
+
+    async fn create_queue(&self, request: &Value) -> SqsResult<Value> {
+        let name = string(request, "QueueName")?;
+        if name.ends_with(".fifo") {
+            return Err(invalid_parameter(
+                "FIFO queues are not supported by Lamina.",
+            ));
+        }
+        if !is_queue_name(name) {
+            return Err(invalid_parameter(
+                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
+            ));
+        }
+        let now = now_ms() / 1000;
+        let mut settings = QueueSettings::new(now);
+        self.apply(&mut settings, &request["Attributes"]).await?;
+        if !self.queues.create_queue(name, settings.clone()).await? {
+            let existing = self.queues.queue(name).await?.ok_or_else(no_queue)?;
+            let same = QueueSettings {
+                created: existing.created,
+                modified: existing.modified,
+                ..settings
+            };
+            if request["Attributes"]
+                .as_object()
+                .is_some_and(|a| !a.is_empty())
+                && same != existing
+            {
+                return Err(error(
+                    "QueueNameExists",
+                    "QueueAlreadyExists",
+                    "A queue already exists with the same name and a different value for attribute(s)",
+                ));
+            }
+        }
+        Ok(json!({ "QueueUrl": self.url(name) }))
+    }
+
+    async fn get_queue_url(&self, request: &Value) -> SqsResult<Value> {
+        let name = string(request, "QueueName")?;
+        if !is_queue_name(name) || self.queues.queue(name).await?.is_none() {
+            return Err(no_queue());
+        }
+        Ok(json!({ "QueueUrl": self.url(name) }))
+    }
+
+    async fn list_queues(&self, request: &Value) -> SqsResult<Value> {
+        let prefix = request["QueueNamePrefix"].as_str().unwrap_or("");
+        // Lamina's own queues have names no SQS queue can have.
+        let names: Vec<String> = self
+            .queues
+            .queues(prefix)
+            .await?
+            .into_iter()
+            .filter(|n| is_queue_name(n))
+            .collect();
+        let after = request["NextToken"].as_str();
+        let names: Vec<&String> = names
+            .iter()
+            .filter(|n| after.is_none_or(|a| n.as_str() > a))
+            .collect();
+        let limit = request["MaxResults"]
+            .as_u64()
+            .map(|m| m.clamp(1, 1000) as usize);
+        let page = &names[..names.len().min(limit.unwrap_or(1000))];
+        let mut out = json!({ "QueueUrls": page.iter().map(|n| self.url(n)).collect::<Vec<_>>() });
+        if let Some(limit) = limit
+            && names.len() > limit
+        {
+            out["NextToken"] = json!(page[limit - 1]);
+        }
+        Ok(out)
+    }
+
+    async fn delete_queue(&self, request: &Value) -> SqsResult<Value> {
+        let (name, _) = self.named(request).await?;
+        self.queues.delete_queue(&name).await?;
+        Ok(json!({}))
+    }
+
+    async fn purge_queue(&self, request: &Value) -> SqsResult<Value> {
+        let (name, _) = self.named(request).await?;
+        self.queues.purge(&name).await?;
+        Ok(json!({}))
+    }
+
+    async fn get_attributes(&self, request: &Value) -> SqsResult<Value> {
+        let (name, settings) = self.named(request).await?;
+        let wanted: HashSet<&str> = request["AttributeNames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let all = wanted.contains("All");
+        let counts = self.queues.counts(&name, now_ms()).await?;
+        let mut available: Vec<(&str, String)> = vec![
+            ("QueueArn", self.arn(&name)),
+            ("VisibilityTimeout", settings.visibility_timeout.to_string()),
+            ("MessageRetentionPeriod", settings.retention.to_string()),
+            ("DelaySeconds", settings.delay.to_string()),
+            (
+                "ReceiveMessageWaitTimeSeconds",
+                settings.receive_wait.to_string(),
+            ),
+            ("MaximumMessageSize", settings.max_message_size.to_string()),
+            ("ApproximateNumberOfMessages", counts.visible.to_string()),
+            (
+                "ApproximateNumberOfMessagesNotVisible",
+                counts.in_flight.to_string(),
+            ),
+            (
+                "ApproximateNumberOfMessagesDelayed",
+                counts.delayed.to_string(),
+            ),
+            ("CreatedTimestamp", settings.created.to_string()),
+            ("LastModifiedTimestamp", settings.modified.to_string()),
+            ("SqsManagedSseEnabled", "false".into()),
+        ];
+        if let Some(redrive) = &settings.redrive {
+            available.push((
+                "RedrivePolicy",
+                json!({ "deadLetterTargetArn": self.arn(&redrive.dead_letter_queue), "maxReceiveCount": redrive.max_receive_count }).to_string(),
+            ));
+        }
+        if let Some(unknown) = wanted
+            .iter()
+            .find(|w| **w != "All" && !available.iter().any(|(n, _)| n == *w))
+        {
+            let known = [
+                "RedrivePolicy",
+                "Policy",
+                "RedriveAllowPolicy",
+                "KmsMasterKeyId",
+            ];
+            if !known.contains(unknown) {
+                return Err(error(
+                    "InvalidAttributeName",
+                    "InvalidAttributeName",
+                    format!("Unknown Attribute {unknown}."),
+                ));
+            }
+        }
+        let attributes: Map<String, Value> = available
+            .into_iter()
+            .filter(|(n, _)| all || wanted.contains(n))
+            .map(|(n, v)| (n.to_owned(), json!(v)))
+            .collect();
+        Ok(if attributes.is_empty() {
+            json!({})
+        } else {
+            json!({ "Attributes": attributes })
+        })
+    }
+
+    async fn set_attributes(&self, request: &Value) -> SqsResult<Value> {
+        let (name, mut settings) = self.named(request).await?;
+        self.apply(&mut settings, &request["Attributes"]).await?;
+        settings.modified = now_ms() / 1000;
+        self.queues.set_queue(&name, settings).await?;
+        Ok(json!({}))
+    }
+
+    /// A message of a send, checked against the queue's limits.
+    fn message(
+        &self,
+        settings: &QueueSettings,
+        entry: &Value,
+    ) -> SqsResult<(NewMessage, String, Option<String>)> {
+        let body = string(entry, "MessageBody")?;
+        if body.is_empty() {
+            return Err(error(
+                "MissingParameter",
+                "MissingParameter",
+                "The request must contain the parameter MessageBody.",
+            ));
+        }
+        let attributes = entry["MessageAttributes"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let attribute_bytes: usize = attributes
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + v["StringValue"].as_str().map_or(0, str::len)
+                    + v["BinaryValue"].as_str().map_or(0, |b| b.len() * 3 / 4)
+            })
+            .sum();
+        if body.len() + attribute_bytes > settings.max_message_size as usize {
+            return Err(invalid_parameter(format!(
+                "One or more parameters are invalid. Reason: Message must be shorter than {} bytes.",
+                settings.max_message_size
+            )));
+        }
+        if body.chars().any(|c| matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')) {
+            return Err(error("InvalidMessageContents", "InvalidMessageContents", "Invalid characters found."));
+        }
+        let delay = match &entry["DelaySeconds"] {
+            Value::Null => None,
+            value => Some(
+                value
+                    .as_u64()
+                    .filter(|d| *d <= 900)
+                    .ok_or_else(|| invalid_parameter("Value for parameter DelaySeconds is invalid. Reason: must be between 0 and 900."))?
+                    as u32,
+            ),
+        };
+        let md5_attributes = attributes_md5(&attributes);
+        Ok((
+            NewMessage {
+                body: body.as_bytes().to_vec(),
+                attributes: Value::Object(attributes).to_string(),
+                delay,
+            },
+            body_md5(body.as_bytes()),
+            md5_attributes,
+        ))
+    }
+
+    async fn send_message(&self, request: &Value) -> SqsResult<Value> {
+        let (name, settings) = self.named(request).await?;
+        let (message, md5_body, md5_attributes) = self.message(&settings, request)?;
+        let ids = self
+            .queues
+            .send(&name, vec![message], now_ms())
+            .await?
+            .ok_or_else(no_queue)?;
+        let mut out = json!({ "MessageId": ids[0], "MD5OfMessageBody": md5_body });
+        if let Some(md5) = md5_attributes {
+            out["MD5OfMessageAttributes"] = json!(md5);
+        }
+        Ok(out)
+    }
+
+    /// The entries of a batch request, checked as SQS checks them.
+    fn entries<'r>(&self, request: &'r Value) -> SqsResult<&'r Vec<Value>> {
+        let entries = request["Entries"]
+            .as_array()
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| {
+                error(
+                    "EmptyBatchRequest",
+                    "AWS.SimpleQueueService.EmptyBatchRequest",
+                    "There should be at least one SendMessageBatchRequestEntry in the request.",
+                )
+            })?;
+        if entries.len() > lamina_store::queue::MAX_BATCH {
+            return Err(error(
+                "TooManyEntriesInBatchRequest",
+                "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+                format!(
+                    "Maximum number of entries per request are 10. You have sent {}.",
+                    entries.len()
+                ),
+            ));
+        }
+        let mut ids = HashSet::new();
+        for entry in entries {
+            let id = entry["Id"].as_str().unwrap_or("");
+            if !is_queue_name(id) {
+                return Err(error(
+                    "InvalidBatchEntryId",
+                    "AWS.SimpleQueueService.InvalidBatchEntryId",
+                    "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long.",
+                ));
+            }
+            if !ids.insert(id) {
+                return Err(error(
+                    "BatchEntryIdsNotDistinct",
+                    "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
+                    format!("Id {id} repeated."),
+                ));
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn send_message_batch(&self, request: &Value) -> SqsResult<Value> {
+        let (name, settings) = self.named(request).await?;
+        let entries = self.entries(request)?;
+        let (mut accepted, mut failed, mut digests) = (Vec::new(), Vec::new(), Vec::new());
+        let mut total = 0usize;
+        for entry in entries {
+            let id = entry["Id"].as_str().unwrap_or("").to_owned();
+            match self.message(&settings, entry) {
+                Ok((message, md5_body, md5_attributes)) => {
+                    total += message.body.len();
+                    accepted.push(message);
+                    digests.push((id, md5_body, md5_attributes));
+                }
+                Err(err) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": err.query_code, "Message": err.message })),
+            }
+        }
+        if total > settings.max_message_size as usize {
+            return Err(error(
+                "BatchRequestTooLong",
+                "AWS.SimpleQueueService.BatchRequestTooLong",
+                format!(
+                    "Batch requests cannot be longer than {} bytes.",
+                    settings.max_message_size
+                ),
+            ));
+        }
+        let ids = if accepted.is_empty() {
+            Vec::new()
+        } else {
+            self.queues
+                .send(&name, accepted, now_ms())
+                .await?
+                .ok_or_else(no_queue)?
+        };
+        let successful: Vec<Value> = digests
+            .into_iter()
+            .zip(ids)
+            .map(|((id, md5_body, md5_attributes), message_id)| {
+                let mut entry =
+                    json!({ "Id": id, "MessageId": message_id, "MD5OfMessageBody": md5_body });
+                if let Some(md5) = md5_attributes {
+                    entry["MD5OfMessageAttributes"] = json!(md5);
+                }
+                entry
+            })
+            .collect();
+        Ok(json!({ "Successful": successful, "Failed": failed }))
+    }
+
+    fn render(&self, message: &Received, request: &Value) -> Value {
+        let names = |member: &str| -> Vec<String> {
+            request[member]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        let system: Vec<String> = [
+            names("AttributeNames"),
+            names("MessageSystemAttributeNames"),
+        ]
+        .concat();
+        let all = system.iter().any(|n| n == "All");
+        let mut attributes = Map::new();
+        let mut put = |name: &str, value: String| {
+            if all || system.iter().any(|n| n == name) {
+                attributes.insert(name.to_owned(), json!(value));
+            }
+        };
+        put("SenderId", self.account.to_owned());
+        put("SentTimestamp", message.sent_ms.to_string());
+        put("ApproximateReceiveCount", message.receive_count.to_string());
+        put(
+            "ApproximateFirstReceiveTimestamp",
+            message.first_received_ms.to_string(),
+        );
+        if let Some(source) = &message.dead_letter_source {
+            put("DeadLetterQueueSourceArn", self.arn(source));
+        }
+        let body = String::from_utf8_lossy(&message.body).into_owned();
+        let mut out = json!({
+            "MessageId": message.message_id,
+            "ReceiptHandle": message.receipt,
+            "MD5OfBody": body_md5(&message.body),
+            "Body": body,
+        });
+        if !attributes.is_empty() {
+            out["Attributes"] = Value::Object(attributes);
+        }
+        // Message attributes: those named, `All` or `.*`, or a `prefix.*`.
+        let wanted = names("MessageAttributeNames");
+        let stored: Map<String, Value> =
+            serde_json::from_str(&message.attributes).unwrap_or_default();
+        let chosen: Map<String, Value> = stored
+            .into_iter()
+            .filter(|(name, _)| {
+                wanted.iter().any(|w| {
+                    w == "All"
+                        || w == ".*"
+                        || w == name
+                        || w.strip_suffix(".*")
+                            .is_some_and(|prefix| name.starts_with(prefix))
+                })
+            })
+            .collect();
+        if let Some(md5) = attributes_md5(&chosen) {
+            out["MD5OfMessageAttributes"] = json!(md5);
+            out["MessageAttributes"] = Value::Object(chosen);
+        }
+        out
+    }
+
+    async fn receive_message(&self, request: &Value) -> SqsResult<Value> {
+        let (name, settings) = self.named(request).await?;
+        let max = match &request["MaxNumberOfMessages"] {
+            Value::Null => 1,
+            value => value.as_u64().filter(|m| (1..=10).contains(m)).ok_or_else(|| {
+                invalid_parameter("Value for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided.")
+            })? as usize,
+        };
+        let visibility = match &request["VisibilityTimeout"] {
+            Value::Null => None,
+            value => Some(value.as_u64().filter(|v| *v <= 43_200).ok_or_else(|| {
+                invalid_parameter("Value for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200.")
+            })? as u32),
+        };
+        let wait = match &request["WaitTimeSeconds"] {
+            Value::Null => settings.receive_wait,
+            value => value.as_u64().filter(|w| *w <= 20).ok_or_else(|| {
+                invalid_parameter("Value for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided.")
+            })? as u32,
+        };
+        let deadline = now_ms() + i64::from(wait) * 1000;
+        let messages = self
+            .queues
+            .receive_waiting(&name, max, visibility, deadline)
+            .await?
+            .ok_or_else(no_queue)?;
+        let rendered: Vec<Value> = messages.iter().map(|m| self.render(m, request)).collect();
+        Ok(if rendered.is_empty() {
+            json!({})
+        } else {
+            json!({ "Messages": rendered })
+        })
+    }
+
+    async fn delete_one(&self, name: &str, receipt: &str) -> SqsResult<()> {
+        match self.queues.delete(name, receipt).await? {
+            // A receipt of an earlier delivery: SQS answers success without deleting.
+            Receipt::Done | Receipt::Stale => Ok(()),
+            Receipt::Invalid => Err(error(
+                "ReceiptHandleIsInvalid",
+                "ReceiptHandleIsInvalid",
+                format!("The input receipt handle \"{receipt}\" is not a valid receipt handle."),
+            )),
+        }
+    }
+
+    async fn delete_message(&self, request: &Value) -> SqsResult<Value> {
+        let (name, _) = self.named(request).await?;
+        self.delete_one(&name, string(request, "ReceiptHandle")?)
+            .await?;
+        Ok(json!({}))
+    }
+
+    async fn delete_message_batch(&self, request: &Value) -> SqsResult<Value> {
+        let (name, _) = self.named(request).await?;
+        let (mut successful, mut failed) = (Vec::new(), Vec::new());
+        for entry in self.entries(request)? {
+            let id = entry["Id"].as_str().unwrap_or("");
+            match self.delete_one(&name, entry["ReceiptHandle"].as_str().unwrap_or("")).await {
+                Ok(()) => successful.push(json!({ "Id": id })),
+                Err(err) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": err.query_code, "Message": err.message })),
+            }
+        }
+        Ok(json!({ "Successful": successful, "Failed": failed }))
+    }
+
+    async fn change_one(&self, name: &str, receipt: &str, timeout: &Value) -> SqsResult<()> {
+        let timeout = timeout.as_u64().filter(|t| *t <= 43_200).ok_or_else(|| {
+            invalid_parameter("Value for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200.")
+        })? as u32;
+        match self
+            .queues
+            .change_visibility(name, receipt, timeout, None, now_ms())
+            .await?
+        {
+            Receipt::Done => Ok(()),
+            Receipt::Stale => Err(error(
+                "MessageNotInflight",
+                "AWS.SimpleQueueService.MessageNotInflight",
+                "Message does not exist or is not available for visibility timeout change.",
+            )),
+            Receipt::Invalid => Err(error(
+                "ReceiptHandleIsInvalid",
+                "ReceiptHandleIsInvalid",
+                format!("The input receipt handle \"{receipt}\" is not a valid receipt handle."),
+            )),
+        }
+    }
+
+    async fn change_visibility(&self, request: &Value) -> SqsResult<Value> {
+        let (name, _) = self.named(request).await?;
+        self.change_one(
+            &name,
+            string(request, "ReceiptHandle")?,
+            &request["VisibilityTimeout"],
+        )
+        .await?;
+        Ok(json!({}))
+    }
+
+    async fn change_visibility_batch(&self, request: &Value) -> SqsResult<Value> {
+        let (name, _) = self.named(request).await?;
+        let (mut successful, mut failed) = (Vec::new(), Vec::new());
+        for entry in self.entries(request)? {
+            let id = entry["Id"].as_str().unwrap_or("");
+            match self.change_one(&name, entry["ReceiptHandle"].as_str().unwrap_or(""), &entry["VisibilityTimeout"]).await {
+                Ok(()) => successful.push(json!({ "Id": id })),
+                Err(err) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": err.query_code, "Message": err.message })),
+            }
+        }
+        Ok(json!({ "Successful": successful, "Failed": failed }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_digest_matches_sqs() {
+        // The digest SQS documents for one string attribute, checked against boto3's algorithm.
+        let attributes: Map<String, Value> = serde_json::from_value(json!({
+            "color": {"DataType": "String", "StringValue": "red"}
+        }))
+        .unwrap();
+        let mut expected = Md5::new();
+        for part in [&b"color"[..], b"String"] {
+            expected.update((part.len() as u32).to_be_bytes());
+            expected.update(part);
+        }
+        expected.update([1u8]);
+        expected.update(3u32.to_be_bytes());
+        expected.update(b"red");
+        assert_eq!(
+            attributes_md5(&attributes),
+            Some(hex::encode(expected.finalize()))
+        );
+        assert_eq!(attributes_md5(&Map::new()), None);
+        assert_eq!(body_md5(b"hello"), "5d41402abc4b2a76b9719d911017c592");
+    }
+}

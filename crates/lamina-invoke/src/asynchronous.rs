@@ -1,0 +1,668 @@
+//! Asynchronous invocation: events are committed to a durable queue before the caller hears
+//! 202, and a dispatcher runs them through the same invoker as synchronous calls. A function
+//! error is retried after `retry_interval` × the attempt's number (Lambda: one minute, then
+//! two), up to `MaximumRetryAttempts`; a throttle or a platform error puts the event back with
+//! exponential backoff (1 s to 5 min) until `MaximumEventAgeInSeconds`. An event that fails
+//! goes to the version's dead-letter queue and the on-failure destination; one that succeeds
+//! to the on-success destination, with Lambda's invocation record.
+//!
+//! Delivery is at least once: an event is deleted from the queue only after it has been
+//! handled, so one running when the server dies runs again after restart. Its state between
+//! retries (attempts, last error) travels in the message's attributes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lamina_core::arn::{Account, LATEST};
+use lamina_core::event_invoke::{
+    Condition, Destination, EventInvokeConfig, RecordedResponse, invocation_record,
+};
+use lamina_core::invoke::{AsyncMetrics, Enqueue, Invoke, InvokeRequest, InvokeResponse, Publish};
+use lamina_core::{Error, ErrorKind, Result, ThrottleReason};
+use lamina_store::queue::{MAX_BATCH, NewMessage, QueueSettings, Received};
+use lamina_store::{MetadataStore, QueueStore, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+/// The queue of accepted events. Its name has a character no SQS queue name may have, so the
+/// queue API can neither see nor touch it.
+pub const EVENT_QUEUE: &str = "lamina:events";
+
+/// How long the dispatcher holds an event it runs: longer than any invocation may take. A
+/// server that dies holding events releases them at its next start.
+const LEASE_S: u32 = 960;
+/// Backoff after a throttle or a platform error, doubling from the first to the last.
+const BACKOFF_FIRST_S: u32 = 1;
+const BACKOFF_LAST_S: u32 = 300;
+/// Attempts at delivering a record or a dead letter before it is given up (and counted).
+const DELIVERY_TRIES: u32 = 3;
+/// Lambda keeps the first kilobyte of the error message in a dead letter.
+const DEAD_LETTER_MESSAGE_BYTES: usize = 1024;
+
+pub struct AsyncSettings {
+    /// Events accepted but not finished at most; more are refused with a throttle.
+    pub max_depth: u64,
+    /// Events run at once.
+    pub concurrency: usize,
+    /// The wait before the first retry of a function error; the second waits twice as long.
+    pub retry_interval: Duration,
+}
+
+/// An event's state, kept in its message's attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Envelope {
+    function: String,
+    qualifier: Option<String>,
+    request_id: String,
+    accepted_ms: i64,
+    /// Runs that ended in a function error.
+    #[serde(default)]
+    errors: u32,
+    /// Runs that reached the function (`approximateInvokeCount`).
+    #[serde(default)]
+    invokes: u32,
+    /// Throttles and platform errors since the last run.
+    #[serde(default)]
+    backoffs: u32,
+    /// The status and message of the last failure, for a dead letter.
+    #[serde(default)]
+    last_error: Option<(u16, String)>,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    attempts: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    dead_letter_failures: AtomicU64,
+    destination_failures: AtomicU64,
+}
+
+pub struct AsyncInvoker {
+    queues: Arc<dyn QueueStore>,
+    invoker: Arc<dyn Invoke>,
+    store: Arc<dyn MetadataStore>,
+    publisher: Arc<dyn Publish>,
+    account: Account,
+    settings: AsyncSettings,
+    /// Events accepted and not yet finished.
+    depth: AtomicU64,
+    counters: Counters,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl AsyncInvoker {
+    /// Opens the event queue, takes back the events a previous server held when it stopped,
+    /// and starts dispatching.
+    pub async fn start(
+        queues: Arc<dyn QueueStore>,
+        invoker: Arc<dyn Invoke>,
+        store: Arc<dyn MetadataStore>,
+        publisher: Arc<dyn Publish>,
+        account: Account,
+        settings: AsyncSettings,
+    ) -> Result<Arc<Self>> {
+        let store_error = |err: lamina_store::StoreError| Error::service(err.to_string());
+        let mut queue = QueueSettings::new(now_ms() / 1000);
+        // Events leave the queue only through the dispatcher, which reports those too old to
+        // their failure destination: the queue itself keeps them as long as SQS ever would.
+        queue.retention = 1_209_600;
+        queues
+            .create_queue(EVENT_QUEUE, queue)
+            .await
+            .map_err(store_error)?;
+        let now = now_ms();
+        let released = queues
+            .release_leases(EVENT_QUEUE, now)
+            .await
+            .map_err(store_error)?;
+        let counts = queues.counts(EVENT_QUEUE, now).await.map_err(store_error)?;
+        let depth = counts.visible + counts.in_flight + counts.delayed;
+        if depth > 0 {
+            tracing::info!(
+                events = depth,
+                resumed = released,
+                "resuming asynchronous events"
+            );
+        }
+        let this = Arc::new(Self {
+            queues,
+            invoker,
+            store,
+            publisher,
+            account,
+            settings,
+            depth: AtomicU64::new(depth),
+            counters: Counters::default(),
+        });
+        tokio::spawn(this.clone().dispatch());
+        Ok(this)
+    }
+
+    /// Takes events from the queue as slots to run them free up.
+    async fn dispatch(self: Arc<Self>) {
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        loop {
+            let Ok(first) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut permits = vec![first];
+            while permits.len() < MAX_BATCH {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let received = self
+                .queues
+                .receive_waiting(EVENT_QUEUE, permits.len(), Some(LEASE_S), now_ms() + 5_000)
+                .await;
+            let messages = match received {
+                Ok(Some(messages)) => messages,
+                Ok(None) => {
+                    tracing::error!("the event queue is gone; asynchronous invocation stopped");
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(%err, "reading the event queue");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for message in messages {
+                let permit = permits.pop();
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.process(message).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    async fn config(&self, envelope: &Envelope) -> EventInvokeConfig {
+        let qualifier = envelope.qualifier.as_deref().unwrap_or(LATEST);
+        match self
+            .store
+            .event_invoke_config(&envelope.function, qualifier)
+            .await
+        {
+            Ok(Some(config)) => config,
+            Ok(None) => EventInvokeConfig::put(Default::default(), qualifier, &self.account, 0.0)
+                .expect("the default configuration is valid"),
+            Err(err) => {
+                tracing::warn!(%err, "reading an event invoke configuration; using the defaults");
+                EventInvokeConfig::put(Default::default(), qualifier, &self.account, 0.0)
+                    .expect("the default configuration is valid")
+            }
+        }
+    }
+
+    /// Runs one event and decides what becomes of it.
+    async fn process(&self, message: Received) {
+        let mut envelope: Envelope = match serde_json::from_str(&message.attributes) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                tracing::error!(%err, message = %message.message_id, "an unreadable event; dropping it");
+                bump(&self.counters.dropped);
+                self.finish(&message).await;
+                return;
+            }
+        };
+        let config = self.config(&envelope).await;
+        let deadline = envelope.accepted_ms + i64::from(config.event_age_s()) * 1000;
+        if now_ms() >= deadline {
+            self.fail(
+                &message,
+                &envelope,
+                &config,
+                Condition::EventAgeExceeded,
+                None,
+            )
+            .await;
+            return;
+        }
+        bump(&self.counters.attempts);
+        let request = InvokeRequest {
+            function: envelope.function.clone(),
+            qualifier: envelope.qualifier.clone(),
+            payload: Bytes::from(message.body.clone()),
+            request_id: envelope.request_id.clone(),
+            // Lambda passes a client context to synchronous invocations only.
+            client_context: None,
+            tail: false,
+            stream: None,
+        };
+        match self.invoker.invoke(request).await {
+            Ok(response) => {
+                envelope.invokes += 1;
+                envelope.backoffs = 0;
+                if response.function_error.is_none() {
+                    self.succeed(&message, &envelope, &config, &response).await;
+                    return;
+                }
+                envelope.errors += 1;
+                envelope.last_error = Some((200, error_message(&response.payload)));
+                if envelope.errors > config.retry_attempts() {
+                    let condition = Condition::RetriesExhausted;
+                    self.fail(&message, &envelope, &config, condition, Some(&response))
+                        .await;
+                } else {
+                    let wait = self.settings.retry_interval * envelope.errors;
+                    self.retry(&message, &envelope, wait, deadline).await;
+                }
+            }
+            Err(err) if err.kind == ErrorKind::ResourceNotFound => {
+                tracing::warn!(
+                    function = %envelope.function,
+                    request_id = %envelope.request_id,
+                    %err,
+                    "dropping an asynchronous event: its function is gone"
+                );
+                bump(&self.counters.dropped);
+                self.finish(&message).await;
+            }
+            Err(err) => {
+                envelope.last_error = Some((err.kind.status(), err.message.clone()));
+                if matches!(
+                    err.kind,
+                    ErrorKind::TooManyRequests(
+                        ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded
+                    )
+                ) && self.reserved_zero(&envelope.function).await
+                {
+                    let condition = Condition::ZeroReservedConcurrency;
+                    self.fail(&message, &envelope, &config, condition, None)
+                        .await;
+                    return;
+                }
+                let wait = (BACKOFF_FIRST_S << envelope.backoffs.min(16)).min(BACKOFF_LAST_S);
+                envelope.backoffs += 1;
+                tracing::debug!(request_id = %envelope.request_id, %err, wait, "backing off");
+                self.retry(
+                    &message,
+                    &envelope,
+                    Duration::from_secs(u64::from(wait)),
+                    deadline,
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn reserved_zero(&self, function: &str) -> bool {
+        matches!(
+            self.store.function(function).await,
+            Ok(Some((record, _))) if record.reserved_concurrency == Some(0)
+        )
+    }
+
+    /// Puts the event back to run again after `wait` (and no later than its deadline, when it
+    /// will be reported as too old).
+    async fn retry(&self, message: &Received, envelope: &Envelope, wait: Duration, deadline: i64) {
+        let now = now_ms();
+        let until_deadline = u64::try_from(deadline - now).unwrap_or(0).div_ceil(1000);
+        let wait_s = wait.as_secs().min(until_deadline).max(1) as u32;
+        let state = serde_json::to_string(envelope).expect("an envelope serializes");
+        match self
+            .queues
+            .change_visibility(EVENT_QUEUE, &message.receipt, wait_s, Some(state), now)
+            .await
+        {
+            Ok(lamina_store::queue::Receipt::Done) => {}
+            Ok(other) => {
+                tracing::warn!(?other, request_id = %envelope.request_id, "an event's lease was lost")
+            }
+            Err(err) => {
+                tracing::error!(%err, request_id = %envelope.request_id, "could not schedule a retry; the lease will run out instead")
+            }
+        }
+    }
+
+    /// Deletes a handled event.
+    async fn finish(&self, message: &Received) {
+        match self.queues.delete(EVENT_QUEUE, &message.receipt).await {
+            Ok(lamina_store::queue::Receipt::Done) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+            }
+            Ok(other) => {
+                tracing::warn!(?other, message = %message.message_id, "an event's lease was lost")
+            }
+            Err(err) => {
+                tracing::error!(%err, message = %message.message_id, "could not delete a handled event; it will run again")
+            }
+        }
+    }
+
+    fn function_arn(&self, envelope: &Envelope) -> String {
+        let qualifier = envelope.qualifier.as_deref().unwrap_or(LATEST);
+        self.account.qualified_arn(&envelope.function, qualifier)
+    }
+
+    fn record(
+        &self,
+        message: &Received,
+        envelope: &Envelope,
+        condition: Condition,
+        response: Option<&InvokeResponse>,
+    ) -> serde_json::Value {
+        invocation_record(
+            &lamina_core::time::iso_timestamp(lamina_core::time::now()),
+            &envelope.request_id,
+            &self.function_arn(envelope),
+            condition,
+            envelope.invokes,
+            &message.body,
+            response.map(|r| RecordedResponse {
+                executed_version: &r.executed_version,
+                function_error: r.function_error.as_deref(),
+                payload: &r.payload,
+            }),
+        )
+    }
+
+    async fn succeed(
+        &self,
+        message: &Received,
+        envelope: &Envelope,
+        config: &EventInvokeConfig,
+        response: &InvokeResponse,
+    ) {
+        bump(&self.counters.succeeded);
+        if let Some(target) = &config.on_success {
+            let record = self.record(message, envelope, Condition::Success, Some(response));
+            self.deliver(target, &record, envelope, Condition::Success)
+                .await;
+        }
+        self.finish(message).await;
+    }
+
+    async fn fail(
+        &self,
+        message: &Received,
+        envelope: &Envelope,
+        config: &EventInvokeConfig,
+        condition: Condition,
+        response: Option<&InvokeResponse>,
+    ) {
+        bump(&self.counters.failed);
+        tracing::info!(
+            function = %envelope.function,
+            request_id = %envelope.request_id,
+            condition = condition.as_str(),
+            invokes = envelope.invokes,
+            "asynchronous invocation failed"
+        );
+        let executed = response.map(|r| r.executed_version.as_str());
+        if let Some(target) = self.dead_letter_target(envelope, executed).await {
+            self.dead_letter(&target, message, envelope, condition)
+                .await;
+        }
+        if let Some(target) = &config.on_failure {
+            let record = self.record(message, envelope, condition, response);
+            self.deliver(target, &record, envelope, condition).await;
+        }
+        self.finish(message).await;
+    }
+
+    /// The dead-letter queue of the version that ran (or would run) the event.
+    async fn dead_letter_target(
+        &self,
+        envelope: &Envelope,
+        executed: Option<&str>,
+    ) -> Option<String> {
+        let version = match executed {
+            Some(version) => version.to_owned(),
+            None => self
+                .invoker
+                .resolve(&envelope.function, envelope.qualifier.as_deref())
+                .await
+                .ok()?,
+        };
+        match self.store.version(&envelope.function, &version).await {
+            Ok(version) => version?.dead_letter_target,
+            Err(err) => {
+                tracing::warn!(%err, "reading a version for its dead-letter queue");
+                None
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        target: &str,
+        message: &Received,
+        envelope: &Envelope,
+        condition: Condition,
+    ) {
+        let (code, text) = envelope.last_error.clone().unwrap_or_else(|| {
+            (
+                ErrorKind::TooManyRequests(ThrottleReason::ConcurrentInvocationLimitExceeded)
+                    .status(),
+                condition.as_str().to_owned(),
+            )
+        });
+        let attributes = json!({
+            "RequestID": { "DataType": "String", "StringValue": envelope.request_id },
+            "ErrorCode": { "DataType": "Number", "StringValue": code.to_string() },
+            "ErrorMessage": { "DataType": "String", "StringValue": truncate(&text, DEAD_LETTER_MESSAGE_BYTES) },
+        });
+        let Ok(Destination::Queue(queue)) = Destination::parse(target, &self.account) else {
+            tracing::error!(
+                target,
+                "a dead-letter target that is not a queue of this account"
+            );
+            bump(&self.counters.dead_letter_failures);
+            return;
+        };
+        let letter = NewMessage {
+            body: message.body.clone(),
+            attributes: attributes.to_string(),
+            delay: None,
+        };
+        for attempt in 1..=DELIVERY_TRIES {
+            match self
+                .queues
+                .send(&queue, vec![letter.clone()], now_ms())
+                .await
+            {
+                Ok(Some(_)) => return,
+                Ok(None) => {
+                    tracing::error!(queue, request_id = %envelope.request_id, "the dead-letter queue does not exist; the event is lost");
+                    break;
+                }
+                Err(err) if attempt == DELIVERY_TRIES => {
+                    tracing::error!(%err, queue, request_id = %envelope.request_id, "could not send a dead letter");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await,
+            }
+        }
+        bump(&self.counters.dead_letter_failures);
+    }
+
+    /// Sends an invocation record to a destination, trying a few times; a record that cannot
+    /// be delivered is logged and counted (Lambda's `DestinationDeliveryFailures`).
+    async fn deliver(
+        &self,
+        target: &str,
+        record: &serde_json::Value,
+        envelope: &Envelope,
+        condition: Condition,
+    ) {
+        let body = record.to_string();
+        let mut last = String::new();
+        for attempt in 1..=DELIVERY_TRIES {
+            match self.deliver_once(target, &body, envelope, condition).await {
+                Ok(()) => return,
+                Err(err) => last = err,
+            }
+            if attempt < DELIVERY_TRIES {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+        tracing::error!(target, request_id = %envelope.request_id, error = %last, "could not deliver an invocation record");
+        bump(&self.counters.destination_failures);
+    }
+
+    async fn deliver_once(
+        &self,
+        target: &str,
+        body: &str,
+        envelope: &Envelope,
+        condition: Condition,
+    ) -> std::result::Result<(), String> {
+        match Destination::parse(target, &self.account).map_err(|e| e.message)? {
+            Destination::Queue(queue) => {
+                let message = NewMessage {
+                    body: body.as_bytes().to_vec(),
+                    attributes: "{}".into(),
+                    delay: None,
+                };
+                match self.queues.send(&queue, vec![message], now_ms()).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(format!("the queue {queue} does not exist")),
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+            Destination::Function { name, qualifier } => {
+                self.invoker
+                    .resolve(&name, qualifier.as_deref())
+                    .await
+                    .map_err(|e| e.message)?;
+                let request = InvokeRequest {
+                    function: name,
+                    qualifier,
+                    payload: Bytes::from(body.to_owned()),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                    client_context: None,
+                    tail: false,
+                    stream: None,
+                };
+                self.enqueue(request).await.map_err(|e| e.message)
+            }
+            Destination::RedisStream { server, key } => {
+                let fields = [
+                    ("condition", condition.as_str()),
+                    ("requestId", envelope.request_id.as_str()),
+                    ("functionArn", &self.function_arn(envelope)),
+                ];
+                self.publisher
+                    .redis_stream(&server, &key, body.as_bytes(), &fields)
+                    .await
+            }
+        }
+    }
+}
+
+/// The message of a function error's payload (`errorMessage`), or the payload itself.
+fn error_message(payload: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned())
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[async_trait]
+impl Enqueue for AsyncInvoker {
+    async fn enqueue(&self, request: InvokeRequest) -> Result<()> {
+        let max = self.settings.max_depth;
+        if self.depth.fetch_add(1, Ordering::SeqCst) >= max {
+            self.depth.fetch_sub(1, Ordering::SeqCst);
+            bump(&self.counters.refused);
+            return Err(Error::new(
+                ErrorKind::TooManyRequests(ThrottleReason::FunctionInvocationRateLimitExceeded),
+                format!(
+                    "Rate Exceeded. The queue of asynchronous events is full ({max} events); \
+                     try again later."
+                ),
+            ));
+        }
+        let now = now_ms();
+        let envelope = Envelope {
+            function: request.function,
+            qualifier: request.qualifier,
+            request_id: request.request_id,
+            accepted_ms: now,
+            errors: 0,
+            invokes: 0,
+            backoffs: 0,
+            last_error: None,
+        };
+        let message = NewMessage {
+            body: request.payload.to_vec(),
+            attributes: serde_json::to_string(&envelope).expect("an envelope serializes"),
+            delay: Some(0),
+        };
+        match self.queues.send(EVENT_QUEUE, vec![message], now).await {
+            Ok(Some(_)) => {
+                bump(&self.counters.accepted);
+                Ok(())
+            }
+            Ok(None) => {
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                Err(Error::service("The event queue does not exist."))
+            }
+            Err(err) => {
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!(%err, "could not queue an asynchronous event");
+                Err(Error::service("The event could not be queued."))
+            }
+        }
+    }
+
+    fn metrics(&self) -> AsyncMetrics {
+        let c = &self.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        AsyncMetrics {
+            depth: self.depth.load(Ordering::Relaxed),
+            max_depth: self.settings.max_depth,
+            accepted: get(&c.accepted),
+            refused: get(&c.refused),
+            attempts: get(&c.attempts),
+            succeeded: get(&c.succeeded),
+            failed: get(&c.failed),
+            dropped: get(&c.dropped),
+            dead_letter_failures: get(&c.dead_letter_failures),
+            destination_failures: get(&c.destination_failures),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_come_from_the_error_payload() {
+        assert_eq!(
+            error_message(br#"{"errorMessage":"boom","errorType":"E"}"#),
+            "boom"
+        );
+        assert_eq!(error_message(b"plain"), "plain");
+        assert_eq!(truncate("h\u{e9}llo", 2), "h");
+        assert_eq!(truncate("hello", 10), "hello");
+    }
+}

@@ -1,0 +1,319 @@
+"""The SQS-compatible queue API, driven by boto3's unchanged `sqs` client and the AWS CLI."""
+
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ACCESS_KEY, SECRET_KEY, error_code, sqs_client, unique, wait_for
+
+QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:"
+
+
+def new_queue(sqs, **attributes):
+    name = unique("q")
+    url = sqs.create_queue(QueueName=name, Attributes={k: str(v) for k, v in attributes.items()})["QueueUrl"]
+    return name, url
+
+
+def receive(sqs, url, **kwargs):
+    return sqs.receive_message(QueueUrl=url, **kwargs).get("Messages", [])
+
+
+def test_create_get_list_and_delete_queues(sqs):
+    name, url = new_queue(sqs)
+    assert url.endswith(f"/000000000000/{name}")
+    # Creating again with the same attributes is idempotent; with others it is refused.
+    assert sqs.create_queue(QueueName=name)["QueueUrl"] == url
+    with pytest.raises(ClientError) as err:
+        sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "7"})
+    assert error_code(err) in ("QueueAlreadyExists", "QueueNameExists")
+    assert sqs.get_queue_url(QueueName=name)["QueueUrl"] == url
+    other, other_url = new_queue(sqs)
+    prefix = name.rsplit("-", 3)[0]
+    listed = sqs.list_queues(QueueNamePrefix=name)["QueueUrls"]
+    assert listed == [url]
+    assert other_url in sqs.list_queues(QueueNamePrefix=prefix)["QueueUrls"]
+    page = sqs.list_queues(QueueNamePrefix=prefix, MaxResults=1)
+    assert len(page["QueueUrls"]) == 1 and "NextToken" in page
+    sqs.delete_queue(QueueUrl=url)
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.get_queue_url(QueueName=name)
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.send_message(QueueUrl=url, MessageBody="x")
+    for bad in ("has space", "x" * 81, "dots.fifo"):
+        with pytest.raises(ClientError) as err:
+            sqs.create_queue(QueueName=bad)
+        assert error_code(err) == "InvalidParameterValue"
+
+
+def test_attributes_are_kept_and_validated(sqs):
+    name, url = new_queue(sqs, VisibilityTimeout=5, DelaySeconds=0)
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["QueueArn"] == QUEUE_ARN + name
+    assert attributes["VisibilityTimeout"] == "5"
+    assert attributes["MessageRetentionPeriod"] == "345600"
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "9", "ReceiveMessageWaitTimeSeconds": "1"})
+    some = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+    assert some == {"VisibilityTimeout": "9"}
+    for bad in ({"VisibilityTimeout": "43201"}, {"DelaySeconds": "-1"}, {"MessageRetentionPeriod": "59"},
+                {"RedrivePolicy": "not json"},
+                {"RedrivePolicy": json.dumps({"deadLetterTargetArn": QUEUE_ARN + "missing", "maxReceiveCount": 2})}):
+        with pytest.raises(ClientError) as err:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=bad)
+        assert error_code(err) == "InvalidAttributeValue", bad
+    with pytest.raises(ClientError) as err:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"NoSuchThing": "1"})
+    assert error_code(err) == "InvalidAttributeName"
+    sqs.send_message(QueueUrl=url, MessageBody="one")
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+    receive(sqs, url, VisibilityTimeout=60)
+    sqs.send_message(QueueUrl=url, MessageBody="two")
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"],
+            counts["ApproximateNumberOfMessagesDelayed"]) == ("1", "1", "1")
+
+
+def test_send_and_receive_with_attributes_and_digests(sqs):
+    _, url = new_queue(sqs)
+    body = "héllo wörld"
+    sent = sqs.send_message(
+        QueueUrl=url, MessageBody=body,
+        MessageAttributes={
+            "colour": {"DataType": "String", "StringValue": "red"},
+            "count": {"DataType": "Number", "StringValue": "3"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+        })
+    assert sent["MD5OfMessageBody"] == hashlib.md5(body.encode()).hexdigest()
+    assert len(sent["MD5OfMessageAttributes"]) == 32
+    [message] = receive(sqs, url, MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
+    assert message["Body"] == body
+    assert message["MessageId"] == sent["MessageId"]
+    assert message["MD5OfBody"] == sent["MD5OfMessageBody"]
+    assert message["MD5OfMessageAttributes"] == sent["MD5OfMessageAttributes"]
+    assert message["MessageAttributes"]["colour"] == {"DataType": "String", "StringValue": "red"}
+    assert message["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01"
+    assert message["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert int(message["Attributes"]["SentTimestamp"]) > 0
+    # Attribute names select: a prefix pattern, or none at all.
+    sqs.send_message(QueueUrl=url, MessageBody="b", MessageAttributes={
+        "colour": {"DataType": "String", "StringValue": "blue"},
+        "size": {"DataType": "Number", "StringValue": "1"}})
+    [message] = receive(sqs, url, MessageAttributeNames=["col.*"])
+    assert list(message["MessageAttributes"]) == ["colour"]
+    assert "Attributes" not in message
+
+
+def test_batches_report_each_entry(sqs):
+    _, url = new_queue(sqs)
+    result = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "a", "MessageBody": "first"},
+        {"Id": "b", "MessageBody": "bad \u0000 character"},
+        {"Id": "c", "MessageBody": "third", "DelaySeconds": 0},
+    ])
+    assert sorted(e["Id"] for e in result["Successful"]) == ["a", "c"]
+    [failed] = result["Failed"]
+    assert (failed["Id"], failed["SenderFault"], failed["Code"]) == ("b", True, "InvalidMessageContents")
+    messages = receive(sqs, url, MaxNumberOfMessages=10)
+    assert sorted(m["Body"] for m in messages) == ["first", "third"]
+    deleted = sqs.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": "x", "ReceiptHandle": messages[0]["ReceiptHandle"]},
+        {"Id": "y", "ReceiptHandle": "not-a-receipt"},
+    ])
+    assert [e["Id"] for e in deleted["Successful"]] == ["x"]
+    assert deleted["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
+    with pytest.raises(ClientError) as err:
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": "m"} for i in range(11)])
+    assert "TooManyEntriesInBatchRequest" in error_code(err)
+    with pytest.raises(ClientError) as err:
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "same", "MessageBody": "m"}] * 2)
+    assert "BatchEntryIdsNotDistinct" in error_code(err)
+
+
+def test_visibility_timeout_hides_and_returns_messages(sqs):
+    _, url = new_queue(sqs, VisibilityTimeout=30)
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    [first] = receive(sqs, url, VisibilityTimeout=1)
+    assert receive(sqs, url) == []
+    time.sleep(1.2)
+    [again] = receive(sqs, url, AttributeNames=["ApproximateReceiveCount"])
+    assert again["Attributes"]["ApproximateReceiveCount"] == "2"
+    # The old receipt no longer deletes the message (SQS answers success), the new one does.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])
+    # ChangeMessageVisibility 0 releases it at once.
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"], VisibilityTimeout=0)
+    [third] = receive(sqs, url)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=third["ReceiptHandle"])
+    assert receive(sqs, url) == []
+    with pytest.raises(ClientError) as err:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=third["ReceiptHandle"], VisibilityTimeout=5)
+    assert "MessageNotInflight" in error_code(err)
+    with pytest.raises(ClientError) as err:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle="garbage")
+    assert error_code(err) == "ReceiptHandleIsInvalid"
+
+
+def test_long_polling_returns_when_a_message_arrives(sqs):
+    _, url = new_queue(sqs)
+    # Nothing arrives: the wait runs its course and returns no messages.
+    started = time.time()
+    assert receive(sqs, url, WaitTimeSeconds=1) == []
+    assert time.time() - started >= 0.9
+    got = {}
+
+    def poll():
+        began = time.time()
+        got["messages"] = receive(sqs_client(sqs.meta.endpoint_url), url, WaitTimeSeconds=10)
+        got["waited"] = time.time() - began
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.5)
+    sqs.send_message(QueueUrl=url, MessageBody="wake up")
+    poller.join(15)
+    assert [m["Body"] for m in got["messages"]] == ["wake up"]
+    assert got["waited"] < 9, got
+    # The queue's ReceiveMessageWaitTimeSeconds applies when the call names no wait.
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"ReceiveMessageWaitTimeSeconds": "1"})
+    started = time.time()
+    assert receive(sqs, url) == []
+    assert time.time() - started >= 0.9
+    with pytest.raises(ClientError) as err:
+        receive(sqs, url, WaitTimeSeconds=21)
+    assert error_code(err) == "InvalidParameterValue"
+
+
+def test_delayed_messages_appear_after_their_delay(sqs):
+    _, url = new_queue(sqs, DelaySeconds=1)
+    sqs.send_message(QueueUrl=url, MessageBody="queue delay")
+    sqs.send_message(QueueUrl=url, MessageBody="no delay", DelaySeconds=0)
+    assert [m["Body"] for m in receive(sqs, url, MaxNumberOfMessages=10)] == ["no delay"]
+    messages = receive(sqs, url, WaitTimeSeconds=5)
+    assert [m["Body"] for m in messages] == ["queue delay"]
+    with pytest.raises(ClientError) as err:
+        sqs.send_message(QueueUrl=url, MessageBody="x", DelaySeconds=901)
+    assert error_code(err) == "InvalidParameterValue"
+
+
+def test_redrive_moves_messages_to_the_dead_letter_queue(sqs):
+    dlq_name, dlq = new_queue(sqs)
+    policy = json.dumps({"deadLetterTargetArn": QUEUE_ARN + dlq_name, "maxReceiveCount": "2"})
+    _, source = new_queue(sqs, VisibilityTimeout=0, RedrivePolicy=policy)
+    attributes = sqs.get_queue_attributes(QueueUrl=source, AttributeNames=["RedrivePolicy"])["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": QUEUE_ARN + dlq_name, "maxReceiveCount": 2}
+    sqs.send_message(QueueUrl=source, MessageBody="poison")
+    for _ in range(2):
+        assert [m["Body"] for m in receive(sqs, source)] == ["poison"]
+    assert receive(sqs, source) == []
+    [dead] = receive(sqs, dlq, AttributeNames=["All"])
+    assert dead["Body"] == "poison"
+    assert dead["Attributes"]["DeadLetterQueueSourceArn"] == QUEUE_ARN + source.rsplit("/", 1)[1]
+
+
+def test_purge_empties_a_queue(sqs):
+    _, url = new_queue(sqs)
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(5)])
+    sqs.purge_queue(QueueUrl=url)
+    assert receive(sqs, url, MaxNumberOfMessages=10) == []
+
+
+def test_requests_are_authenticated_and_limited(server, sqs):
+    _, url = new_queue(sqs)
+    stranger = sqs_client(server.url, access_key="LKIAUNKNOWN000000000")
+    with pytest.raises(ClientError) as err:
+        stranger.send_message(QueueUrl=url, MessageBody="x")
+    assert error_code(err) == "UnrecognizedClientException"
+    forger = sqs_client(server.url, secret_key="wrong")
+    with pytest.raises(ClientError) as err:
+        forger.send_message(QueueUrl=url, MessageBody="x")
+    assert error_code(err) == "InvalidSignatureException"
+    with pytest.raises(ClientError) as err:
+        sqs.send_message(QueueUrl=url, MessageBody="x" * (1024 * 1024 + 1))
+    assert error_code(err) == "InvalidParameterValue"
+    sqs.send_message(QueueUrl=url, MessageBody="x" * (1024 * 1024 - 100))
+    with pytest.raises(ClientError) as err:
+        receive(sqs, url, MaxNumberOfMessages=11)
+    assert error_code(err) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as err:
+        sqs.tag_queue(QueueUrl=url, Tags={"a": "b"})
+    assert "UnsupportedOperation" in error_code(err)
+
+
+def test_the_aws_cli_sends_and_receives(server, sqs):
+    _, url = new_queue(sqs)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_DEFAULT_REGION="us-east-1")
+
+    def aws(*args):
+        out = subprocess.run(["aws", "--endpoint-url", server.url, "sqs", *args, "--output", "json"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout) if out.stdout.strip() else None
+
+    aws("send-message", "--queue-url", url, "--message-body", "from the cli")
+    received = aws("receive-message", "--queue-url", url, "--wait-time-seconds", "1")
+    assert received["Messages"][0]["Body"] == "from the cli"
+
+
+def test_messages_survive_a_restart(fresh_server):
+    fresh_server.start()
+    sqs = fresh_server.sqs()
+    url = sqs.create_queue(QueueName="kept", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="before")
+    assert fresh_server.stop() == 0
+    fresh_server.start()
+    sqs = fresh_server.sqs()
+    url = sqs.get_queue_url(QueueName="kept")["QueueUrl"]
+    assert [m["Body"] for m in receive(sqs, url)] == ["before"]
+
+
+def test_kill9_loses_no_acknowledged_message(fresh_server):
+    """Senders run while the server is killed: every send that was answered must be there after
+    restart, and messages that were received but not deleted come back."""
+    fresh_server.start()
+    sqs = fresh_server.sqs()
+    url = sqs.create_queue(QueueName="durable", Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
+    acknowledged, lock, stop = set(), threading.Lock(), threading.Event()
+
+    def sender(prefix):
+        client = sqs_client(fresh_server.url)
+        n = 0
+        while not stop.is_set():
+            body = f"{prefix}-{n}"
+            try:
+                client.send_message(QueueUrl=url, MessageBody=body)
+            except Exception:
+                return
+            with lock:
+                acknowledged.add(body)
+            n += 1
+
+    senders = [threading.Thread(target=sender, args=(f"s{i}",)) for i in range(4)]
+    for thread in senders:
+        thread.start()
+    assert wait_for(lambda: len(acknowledged) >= 200, 30), "the senders made no progress"
+    # Some messages are in flight (received, not deleted) when the server dies.
+    in_flight = receive(sqs, url, MaxNumberOfMessages=10)
+    assert in_flight
+    fresh_server.kill()
+    stop.set()
+    for thread in senders:
+        thread.join(30)
+    fresh_server.start()
+    sqs = fresh_server.sqs()
+    found = set()
+
+    def drain():
+        for message in receive(sqs, url, MaxNumberOfMessages=10, WaitTimeSeconds=1):
+            found.add(message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return acknowledged <= found
+
+    assert wait_for(drain, 60, 0), f"lost {len(acknowledged - found)} of {len(acknowledged)}"
+    assert {m["Body"] for m in in_flight} <= found
