@@ -843,7 +843,7 @@ impl Sqs<'_> {
         })? as u32;
         match self
             .queues
-            .change_visibility(name, receipt, timeout, None, now_ms())
+            .change_visibility(name, receipt, timeout, now_ms())
             .await?
         {
             Receipt::Done => Ok(()),

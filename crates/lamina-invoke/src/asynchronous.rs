@@ -11,7 +11,7 @@
 //! retries (attempts, last error) travels in the message's attributes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -95,6 +95,10 @@ pub struct AsyncInvoker {
     /// Events accepted and not yet finished.
     depth: AtomicU64,
     counters: Counters,
+    /// One permit per event that may run at once; all of them free means none is running.
+    slots: Arc<Semaphore>,
+    /// Set when the server stops: the dispatcher takes no more events.
+    stopping: AtomicBool,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -141,24 +145,43 @@ impl AsyncInvoker {
             store,
             publisher,
             account,
-            settings,
             depth: AtomicU64::new(depth),
             counters: Counters::default(),
+            slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            stopping: AtomicBool::new(false),
+            settings,
         });
         tokio::spawn(this.clone().dispatch());
         Ok(this)
     }
 
+    /// Stops taking events from the queue; those running go on. The dispatcher notices at
+    /// once if it waits for a slot, and when its poll of the queue ends otherwise (at once if
+    /// the queue store's long polls were stopped, else within 5 s).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no event runs. After [`stop`](Self::stop), an event either finished (its
+    /// records sent, its message deleted) or was never taken, so a graceful stop neither fails
+    /// an event nor runs one twice.
+    pub async fn drained(&self) {
+        let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(all).await;
+    }
+
     /// Takes events from the queue as slots to run them free up.
     async fn dispatch(self: Arc<Self>) {
-        let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         loop {
-            let Ok(first) = slots.clone().acquire_owned().await else {
+            let Ok(first) = self.slots.clone().acquire_owned().await else {
                 return;
             };
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
             let mut permits = vec![first];
             while permits.len() < MAX_BATCH {
-                match slots.clone().try_acquire_owned() {
+                match self.slots.clone().try_acquire_owned() {
                     Ok(permit) => permits.push(permit),
                     Err(_) => break,
                 }
@@ -316,7 +339,7 @@ impl AsyncInvoker {
         let state = serde_json::to_string(envelope).expect("an envelope serializes");
         match self
             .queues
-            .change_visibility(EVENT_QUEUE, &message.receipt, wait_s, Some(state), now)
+            .reschedule(EVENT_QUEUE, &message.receipt, wait_s, state, now)
             .await
         {
             Ok(lamina_store::queue::Receipt::Done) => {}

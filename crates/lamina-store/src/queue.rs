@@ -100,6 +100,13 @@ pub enum Receipt {
     Stale,
 }
 
+impl Receipt {
+    /// The outcome of a change to the one row a valid receipt names.
+    pub fn from_changed(rows: usize) -> Self {
+        if rows == 1 { Self::Done } else { Self::Stale }
+    }
+}
+
 /// The queue engine. Names are the queues' names; times are epoch milliseconds, passed in so
 /// that behaviour is testable and a cluster agrees on one clock per call.
 #[async_trait]
@@ -133,24 +140,36 @@ pub trait QueueStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<Received>>>;
     /// Deletes the message of a delivery.
     async fn delete(&self, queue: &str, receipt: &str) -> Result<Receipt>;
-    /// Sets how much longer a delivery stays invisible (0 releases it at once); new
-    /// `attributes` replace the message's (Lamina's own queues carry a retry's state there).
+    /// Sets how much longer a delivery stays invisible (0 releases it at once). The message
+    /// stays in flight, leased to its receiver, until then.
     async fn change_visibility(
         &self,
         queue: &str,
         receipt: &str,
         visibility_s: u32,
-        attributes: Option<String>,
+        now_ms: i64,
+    ) -> Result<Receipt>;
+    /// Hands a delivery back, to be received again after `delay_s` with `attributes` in place
+    /// of the message's (Lamina's own queues carry a retry's state there). Unlike a changed
+    /// visibility the message is no longer in flight but delayed: no lease of it remains for
+    /// [`release_leases`](Self::release_leases) to take back early.
+    async fn reschedule(
+        &self,
+        queue: &str,
+        receipt: &str,
+        delay_s: u32,
+        attributes: String,
         now_ms: i64,
     ) -> Result<Receipt>;
     async fn counts(&self, queue: &str, now_ms: i64) -> Result<Counts>;
     /// Makes every leased message of `queue` visible now (its consumer died with the process).
+    /// Rescheduled messages keep their delay.
     async fn release_leases(&self, queue: &str, now_ms: i64) -> Result<u64>;
     /// Deletes messages past their queue's retention; returns how many.
     async fn expire(&self, now_ms: i64) -> Result<u64>;
     /// Like [`receive`](Self::receive) at the current time, but if nothing is visible waits
     /// for a message to arrive or become visible, until `deadline_ms` (long polling). Returns
-    /// an empty list when the wait ran out.
+    /// an empty list when the wait ran out, or at once after [`stop_waiting`](Self::stop_waiting).
     async fn receive_waiting(
         &self,
         queue: &str,
@@ -158,4 +177,7 @@ pub trait QueueStore: Send + Sync + 'static {
         visibility_s: Option<u32>,
         deadline_ms: i64,
     ) -> Result<Option<Vec<Received>>>;
+    /// Ends every long poll, now and from now on, with what is there (the server is stopping:
+    /// its requests should finish without waiting out their polls).
+    fn stop_waiting(&self);
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -52,6 +53,8 @@ type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(bool) + Send> + Send>;
 pub struct SqliteQueues {
     jobs: std::sync::mpsc::Sender<Job>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Set by [`QueueStore::stop_waiting`]: long polls answer with what is there.
+    stopping: AtomicBool,
 }
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
@@ -128,6 +131,7 @@ impl SqliteQueues {
         Ok(Self {
             jobs,
             wakers: Mutex::default(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -366,11 +370,7 @@ impl QueueStore for SqliteQueues {
                 "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
                 params![seq, name, token],
             )?;
-            Ok(if deleted == 1 {
-                Receipt::Done
-            } else {
-                Receipt::Stale
-            })
+            Ok(Receipt::from_changed(deleted))
         })
         .await
     }
@@ -380,7 +380,6 @@ impl QueueStore for SqliteQueues {
         queue: &str,
         receipt: &str,
         visibility_s: u32,
-        attributes: Option<String>,
         now_ms: i64,
     ) -> Result<Receipt> {
         let Some((seq, token)) = decode_receipt(receipt) else {
@@ -388,29 +387,47 @@ impl QueueStore for SqliteQueues {
         };
         let name = queue.to_owned();
         let released = visibility_s == 0;
+        let visible_ms = now_ms + i64::from(visibility_s) * 1000;
         let changed = self
             .run(move |conn| {
                 let changed = conn.execute(
-                    "UPDATE messages SET visible_ms = ?4, leased = ?5,
-                        attributes = COALESCE(?6, attributes)
+                    "UPDATE messages SET visible_ms = ?4, leased = ?5
                      WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 AND leased = 1",
-                    params![
-                        seq,
-                        name,
-                        token,
-                        now_ms + i64::from(visibility_s) * 1000,
-                        !released,
-                        attributes
-                    ],
+                    params![seq, name, token, visible_ms, !released],
                 )?;
-                Ok(if changed == 1 {
-                    Receipt::Done
-                } else {
-                    Receipt::Stale
-                })
+                Ok(Receipt::from_changed(changed))
             })
             .await?;
         if released && changed == Receipt::Done {
+            self.waker(queue).notify_waiters();
+        }
+        Ok(changed)
+    }
+
+    async fn reschedule(
+        &self,
+        queue: &str,
+        receipt: &str,
+        delay_s: u32,
+        attributes: String,
+        now_ms: i64,
+    ) -> Result<Receipt> {
+        let Some((seq, token)) = decode_receipt(receipt) else {
+            return Ok(Receipt::Invalid);
+        };
+        let name = queue.to_owned();
+        let visible_ms = now_ms + i64::from(delay_s) * 1000;
+        let changed = self
+            .run(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE messages SET visible_ms = ?4, leased = 0, attributes = ?5
+                     WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 AND leased = 1",
+                    params![seq, name, token, visible_ms, attributes],
+                )?;
+                Ok(Receipt::from_changed(changed))
+            })
+            .await?;
+        if delay_s == 0 && changed == Receipt::Done {
             self.waker(queue).notify_waiters();
         }
         Ok(changed)
@@ -481,12 +498,20 @@ impl QueueStore for SqliteQueues {
                 return Ok(received);
             }
             let now = crate::now_ms();
-            if now >= deadline_ms {
+            if now >= deadline_ms || self.stopping.load(Ordering::SeqCst) {
                 return Ok(received);
             }
             // Delayed messages and expiring leases wake nobody: look again now and then.
             let wait = (deadline_ms - now).min(RECHECK_MS) as u64;
             let _ = tokio::time::timeout(std::time::Duration::from_millis(wait), notified).await;
+        }
+    }
+
+    fn stop_waiting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for waker in wakers.values() {
+            waker.notify_waiters();
         }
     }
 }
@@ -576,10 +601,10 @@ mod tests {
             engine.delete("q", "garbage").await.unwrap(),
             Receipt::Invalid
         );
-        // Releasing a delivery makes it visible at once, with new attributes if given.
+        // Rescheduling a delivery hands it back with new attributes (here with no delay).
         assert_eq!(
             engine
-                .change_visibility("q", &again[1].receipt, 0, Some("{\"n\":1}".into()), 12_000)
+                .reschedule("q", &again[1].receipt, 0, "{\"n\":1}".into(), 12_000)
                 .await
                 .unwrap(),
             Receipt::Done
@@ -689,19 +714,24 @@ mod tests {
             (b"poison".as_slice(), Some("src"))
         );
 
-        // A consumer that died: its leases come back ("b" is still leased from before).
+        // A consumer that died: its leases come back ("b" is still leased from before), but a
+        // delivery it rescheduled keeps its delay.
         engine
-            .send("q", vec![message("leased")], 20_000)
+            .send("q", vec![message("leased"), message("later")], 20_000)
             .await
             .unwrap();
+        let held = engine
+            .receive("q", 10, Some(600), 20_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.len(), 2);
         assert_eq!(
             engine
-                .receive("q", 10, Some(600), 20_000)
+                .reschedule("q", &held[1].receipt, 100, "{}".into(), 20_000)
                 .await
-                .unwrap()
-                .unwrap()
-                .len(),
-            1
+                .unwrap(),
+            Receipt::Done
         );
         assert_eq!(engine.release_leases("q", 21_000).await.unwrap(), 2);
         assert_eq!(
@@ -713,6 +743,14 @@ mod tests {
                 .len(),
             2
         );
+        assert_eq!(engine.counts("q", 21_000).await.unwrap().delayed, 1);
+        let later = engine
+            .receive("q", 10, None, 120_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let later = later.iter().find(|m| m.body == b"later").unwrap();
+        assert_eq!(later.receive_count, 2);
 
         assert!(engine.purge("q").await.unwrap());
         assert_eq!(engine.counts("q", 21_000).await.unwrap(), Counts::default());
@@ -780,5 +818,44 @@ mod tests {
             engine.receive_waiting("nope", 1, None, 0).await.unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn stopping_ends_long_polls_at_once() {
+        let engine = Arc::new(SqliteQueues::in_memory().unwrap());
+        queue(&engine, "q", |_| {}).await;
+        let waiting = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .receive_waiting("q", 1, None, crate::now_ms() + 20_000)
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        engine.stop_waiting();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the poll ended")
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer, Some(vec![]));
+        // Polls begun afterwards do not wait either, but still take what is there.
+        engine
+            .send("q", vec![message("m")], crate::now_ms())
+            .await
+            .unwrap();
+        let got = engine
+            .receive_waiting("q", 1, None, crate::now_ms() + 20_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        let started = std::time::Instant::now();
+        engine
+            .receive_waiting("q", 1, None, crate::now_ms() + 20_000)
+            .await
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lamina_api::{ApiState, sigv4::Keyring};
 use lamina_core::arn::Account;
 use lamina_core::concurrency::ConcurrencyLimits;
+use lamina_invoke::asynchronous::{AsyncInvoker, AsyncSettings};
 use lamina_store::{CodeStore, MetadataStore, Observed, QueueStore, SqliteQueues, SqliteStore};
 
 #[derive(Parser)]
@@ -177,7 +178,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://localhost:{}", address.port()));
     let urls = lamina_api::UrlDirectory::new(&url_base, &args.region)
         .map_err(|e| anyhow::anyhow!("--function-url-base: {e}"))?;
-    let (state, engine) = open_state(&args, &data_dir, &keys, urls).await?;
+    let (state, engine, events) = open_state(&args, &data_dir, &keys, urls).await?;
 
     // Without TCP_NODELAY every small response waits for a delayed ACK: ~45 ms per boto3 call.
     let listener = listener.tap_io(|stream| {
@@ -195,12 +196,25 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         runtimes = %state.runtimes.list(),
         "lamina is listening"
     );
+    let stopping = {
+        let (events, queues) = (events.clone(), state.queues.clone());
+        async move {
+            shutdown.await;
+            tracing::info!("stopping: finishing requests and running events");
+            // No event starts from now on, and long polls (ReceiveMessage's, the event
+            // dispatcher's) answer now rather than holding the stop up for their wait.
+            events.stop();
+            queues.stop_waiting();
+        }
+    };
     let app = lamina_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopping)
         .await
         .context("serving")?;
-    // In-flight requests have finished; no sandbox may outlive the server.
+    // Events running at the stop finish like requests do: none fails for it or runs twice.
+    events.drained().await;
+    // In-flight requests and events have finished; no sandbox may outlive the server.
     engine.shutdown().await;
     tracing::info!("lamina stopped");
     Ok(())
@@ -231,7 +245,7 @@ async fn open_state(
     data_dir: &Path,
     keys: &credentials::KeyPair,
     urls: lamina_api::UrlDirectory,
-) -> anyhow::Result<(Arc<ApiState>, engine::Engine)> {
+) -> anyhow::Result<(Arc<ApiState>, engine::Engine, Arc<AsyncInvoker>)> {
     let sqlite =
         SqliteStore::open(&data_dir.join("metadata.db")).context("opening the metadata store")?;
     let code = CodeStore::open(&data_dir.join("code")).context("opening the code store")?;
@@ -280,13 +294,13 @@ async fn open_state(
     let queues: Arc<dyn QueueStore> = Arc::new(
         SqliteQueues::open(&data_dir.join("queues.db")).context("opening the queue store")?,
     );
-    let events = lamina_invoke::asynchronous::AsyncInvoker::start(
+    let events = AsyncInvoker::start(
         queues.clone(),
         engine.invoker.clone(),
         store.clone(),
         Arc::new(lamina_sources::Brokers::default()),
         account.clone(),
-        lamina_invoke::asynchronous::AsyncSettings {
+        AsyncSettings {
             max_depth: args.async_queue_depth,
             concurrency: args.async_concurrency,
             retry_interval: Duration::from_secs(args.async_retry_interval),
@@ -305,7 +319,7 @@ async fn open_state(
         concurrency: limits,
         invoker: engine.invoker.clone(),
         urls,
-        events,
+        events: events.clone(),
         queues,
     });
     // A commit to a function may change what its URLs invoke or who may call them.
@@ -315,7 +329,7 @@ async fn open_state(
             state.urls.function_changed(function);
         }
     });
-    Ok((state, engine))
+    Ok((state, engine, events))
 }
 
 /// Deletes queue messages past their retention, every minute.
