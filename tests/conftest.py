@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -19,6 +20,8 @@ ACCESS_KEY = "LKIATESTTESTTEST0000"
 SECRET_KEY = "test-secret-key-for-the-black-box-suite"
 ROLE = "arn:aws:iam::000000000000:role/lambda-role"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
+# The pinned AWS CLI of the test venv, not whichever `aws` is on the PATH.
+AWS = str(Path(sys.executable).with_name("aws"))
 
 
 def lamina_binary() -> str:

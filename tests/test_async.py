@@ -2,7 +2,9 @@
 the EventInvokeConfig API, through boto3's `lambda` and `sqs` clients and a Redis stream."""
 
 import json
+import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -10,7 +12,8 @@ import pytest
 import redis
 from botocore.exceptions import ClientError
 
-from conftest import ARN, create, error_code, make_zip, unique, wait_for
+from conftest import (ACCESS_KEY, ARN, AWS, SECRET_KEY, create, error_code, make_zip, tmp_file, unique,
+                      wait_for)
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:"
 
@@ -73,6 +76,27 @@ def test_an_event_lands_a_success_record_in_a_queue(lam, sqs):
     assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
     # The function saw the request id the caller was given.
     assert record["responsePayload"] == {"echo": {"hello": "world"}, "request_id": request_id}
+
+
+def test_the_deprecated_invoke_async_queues_an_event(server, lam, sqs):
+    name = function(lam)
+    destination, url = queue(sqs)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": destination}})
+    assert lam.invoke_async(FunctionName=name, InvokeArgs=b'{"via": "boto3"}')["Status"] == 202
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_DEFAULT_REGION="us-east-1")
+    args = tmp_file(b'{"via": "cli"}', suffix=".json")
+    out = subprocess.run([AWS, "lambda", "invoke-async", "--function-name", name, "--invoke-args", args, "--endpoint-url", server.url, "--output", "json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"Status": 202}
+    payloads = sorted(r["requestPayload"]["via"] for r in records(sqs, url, 2))
+    assert payloads == ["boto3", "cli"]
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke_async(FunctionName="no-such-function", InvokeArgs=b"{}")
+    with pytest.raises(lam.exceptions.InvalidRequestContentException):
+        lam.invoke_async(FunctionName=name, InvokeArgs=b"not json")
 
 
 def test_a_failing_function_is_retried_then_lands_a_failure_record_and_a_dead_letter(lam, sqs):

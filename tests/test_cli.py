@@ -3,14 +3,10 @@
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import ACCESS_KEY, ROLE, SECRET_KEY, make_zip, tmp_file, unique
-
-AWS = str(Path(sys.executable).with_name("aws"))
+from conftest import AWS, ACCESS_KEY, ROLE, SECRET_KEY, make_zip, tmp_file, unique
 
 
 def aws(server, *args, check=True):

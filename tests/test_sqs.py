@@ -10,7 +10,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ACCESS_KEY, SECRET_KEY, error_code, sqs_client, unique, wait_for
+from conftest import AWS, ACCESS_KEY, SECRET_KEY, error_code, sqs_client, unique, wait_for
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:"
 
@@ -251,7 +251,7 @@ def test_the_aws_cli_sends_and_receives(server, sqs):
                AWS_DEFAULT_REGION="us-east-1")
 
     def aws(*args):
-        out = subprocess.run(["aws", "--endpoint-url", server.url, "sqs", *args, "--output", "json"],
+        out = subprocess.run([AWS, "--endpoint-url", server.url, "sqs", *args, "--output", "json"],
                              env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout) if out.stdout.strip() else None

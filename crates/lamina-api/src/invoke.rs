@@ -1,4 +1,5 @@
-//! Invoke: `POST /2015-03-31/functions/{name}/invocations`.
+//! Invoke: `POST /2015-03-31/functions/{name}/invocations`, its streaming form, and the
+//! deprecated InvokeAsync.
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -71,7 +72,8 @@ struct Invocation {
 }
 
 /// Parses and checks an invocation request; `types` are the invocation types the operation
-/// takes (the first is listed first in the error).
+/// takes (the first is listed first in the error). Without `X-Amz-Invocation-Type` a request
+/// is `RequestResponse` if the operation takes that, else its only type.
 fn parse(
     state: &ApiState,
     function: &str,
@@ -83,7 +85,12 @@ fn parse(
 ) -> ApiResult<Invocation> {
     let function =
         FunctionRef::parse_with_qualifier(function, query.get("Qualifier"), &state.account)?;
-    let invocation_type = header(headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    let default = if types.contains(&"RequestResponse") {
+        "RequestResponse"
+    } else {
+        types[0]
+    };
+    let invocation_type = header(headers, "x-amz-invocation-type").unwrap_or(default);
     if !types.contains(&invocation_type) {
         return Err(enum_error("invocationType", invocation_type, &types.join(", ")).into());
     }
@@ -158,12 +165,7 @@ pub async fn invoke(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "Event" => {
-            // Accepted once the function is known to exist and the event is durable.
-            state
-                .invoker
-                .resolve(&request.function, request.qualifier.as_deref())
-                .await?;
-            state.events.enqueue(request).await?;
+            accept_event(&state, request).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         _ => {
@@ -189,6 +191,43 @@ pub async fn invoke(
             Ok(out)
         }
     }
+}
+
+/// Accepts an asynchronous invocation once its function and qualifier are known to exist and
+/// the event is durable.
+async fn accept_event(state: &ApiState, request: InvokeRequest) -> ApiResult<()> {
+    state
+        .invoker
+        .resolve(&request.function, request.qualifier.as_deref())
+        .await?;
+    state.events.enqueue(request).await?;
+    Ok(())
+}
+
+/// InvokeAsync (`POST /2014-11-13/functions/{name}/invoke-async`), deprecated but still sent by
+/// `aws lambda invoke-async`: an `Event` invocation answered `202 {"Status": 202}`.
+pub async fn invoke_async(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+    Query(query): Query<QueryPairs>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Invocation { request, .. } = parse(
+        &state,
+        &function,
+        &query,
+        &headers,
+        body,
+        request_id,
+        &["Event"],
+    )?;
+    accept_event(&state, request).await?;
+    let mut out = (StatusCode::ACCEPTED, r#"{"Status":202}"#).into_response();
+    out.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    Ok(out)
 }
 
 /// The `(ErrorCode, ErrorDetails)` of a failed invocation: the error's type and message.

@@ -97,6 +97,10 @@ pub fn app(state: SharedState) -> Router {
             post(invoke::invoke),
         )
         .route(
+            "/2014-11-13/functions/{function}/invoke-async",
+            post(invoke::invoke_async),
+        )
+        .route(
             "/2021-11-15/functions/{function}/response-streaming-invocations",
             post(invoke::invoke_with_response_stream),
         )
