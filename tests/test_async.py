@@ -87,7 +87,8 @@ def test_the_deprecated_invoke_async_queues_an_event(server, lam, sqs):
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                AWS_DEFAULT_REGION="us-east-1")
     args = tmp_file(b'{"via": "cli"}', suffix=".json")
-    out = subprocess.run([AWS, "lambda", "invoke-async", "--function-name", name, "--invoke-args", args, "--endpoint-url", server.url, "--output", "json"],
+    out = subprocess.run([AWS, "lambda", "invoke-async", "--function-name", name, "--invoke-args", args,
+                          "--endpoint-url", server.url, "--output", "json"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"Status": 202}
