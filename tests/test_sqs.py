@@ -10,7 +10,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import AWS, ACCESS_KEY, SECRET_KEY, error_code, sqs_client, unique, wait_for
+from conftest import AWS, ACCESS_KEY, ROOT, SECRET_KEY, error_code, sqs_client, unique, wait_for
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:"
 
@@ -317,3 +317,74 @@ def test_kill9_loses_no_acknowledged_message(fresh_server):
 
     assert wait_for(drain, 60, 0), f"lost {len(acknowledged - found)} of {len(acknowledged)}"
     assert {m["Body"] for m in in_flight} <= found
+
+
+def test_an_sdk_speaking_the_query_protocol_works_unchanged(server):
+    """boto3 1.28 (botocore before 1.31.81), like the AWS SDK for Java 1.x, speaks SQS's query
+    protocol: form-encoded requests, XML answers, error codes such as
+    AWS.SimpleQueueService.NonExistentQueue. It checks every MD5 the server sends back."""
+    python = os.environ.get("LAMINA_QUERY_PYTHON") or str(ROOT / ".clients/query-venv/bin/python")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_DEFAULT_REGION="us-east-1")
+    out = subprocess.run([python, str(ROOT / "tests/legacy/sqs_query_client.py"), server.url],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["protocol"] == "query", seen["botocore"]
+    assert seen["got_url"] == seen["queue_url"] and seen["listed"] == [seen["queue_url"]]
+    assert seen["batch_ok"] == ["a", "b"] and seen["batch_failed"] == []
+    tricky = "tricky <&>\"' \r\n text, ünïcødé"
+    assert seen["bodies"] == sorted(["first", "second", tricky])
+    assert seen["sent_md5"] == hashlib.md5(tricky.encode()).hexdigest()
+    assert seen["attributes"] == {
+        "kind": {"DataType": "String", "StringValue": "greeting"},
+        "blob": {"DataType": "Binary", "BinaryValue": [0, 1, 255]},
+        "n": {"DataType": "Number", "StringValue": "42"},
+    }
+    assert seen["receive_count"] == "1"
+    assert seen["deleted"] == ["x", "y"]
+    assert seen["queue_attributes"]["VisibilityTimeout"] == "1"
+    assert seen["queue_attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
+    assert seen["queue_attributes"]["QueueArn"].startswith(QUEUE_ARN + "legacy-")
+    assert seen["after_redrive"] == [] and seen["dead_letters"] == ["second"]
+    assert seen["empty_poll"] == [] and seen["empty_poll_s"] >= 1.5
+    assert seen["missing"] == "AWS.SimpleQueueService.NonExistentQueue"
+    assert seen["bad_name"] == "InvalidParameterValue"
+    assert seen["left"] == []
+
+
+def test_a_query_request_may_address_its_queue_by_url(server, sqs):
+    """The AWS SDK for Java 1.x sends a queue's operations to the queue's URL and leaves
+    `QueueUrl` out of the form; the answer is XML."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+
+    name, url = new_queue(sqs)
+
+    def post(target, form):
+        request = botocore.awsrequest.AWSRequest(
+            method="POST", url=target, data=urllib.parse.urlencode(form).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+        botocore.auth.SigV4Auth(botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY), "sqs",
+                                "us-east-1").add_auth(request)
+        prepared = request.prepare()
+        raw = urllib.request.Request(prepared.url, data=prepared.body, headers=dict(prepared.headers), method="POST")
+        try:
+            with urllib.request.urlopen(raw) as response:
+                return response.status, response.headers["Content-Type"], response.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers["Content-Type"], err.read().decode()
+
+    status, content_type, body = post(url, {"Action": "SendMessage", "Version": "2012-11-05", "MessageBody": "hi"})
+    assert (status, content_type) == (200, "text/xml"), body
+    assert "<SendMessageResponse" in body and "<MessageId>" in body
+    assert [m["Body"] for m in receive(sqs, url)] == ["hi"]
+    status, _, body = post(server.url + "/000000000000/no-such-queue", {"Action": "GetQueueAttributes"})
+    assert status == 400 and "<Code>AWS.SimpleQueueService.NonExistentQueue</Code>" in body, body
+    status, _, body = post(server.url + "/", {"QueueName": name})
+    assert status == 400 and "<Code>MissingAction</Code>" in body, body

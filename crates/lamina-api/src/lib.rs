@@ -22,6 +22,7 @@ mod render;
 mod settings;
 pub mod sigv4;
 mod sqs;
+mod sqs_query;
 mod urls;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -205,12 +206,21 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
             let request = Request::from_parts(parts, body);
             function_url::serve(&state, request, url_id, path, &request_id).await
         }
-        None if parts.method == Method::POST && sqs::target(&parts.headers).is_some() => {
-            queue_api(&state, Request::from_parts(parts, body)).await
-        }
-        None => match authenticate(&state, Request::from_parts(parts, body), &request_id).await {
-            Ok(request) => next.run(request).await,
-            Err(err) => err.into_response(),
+        None => match sqs::protocol(&parts.method, &parts.uri, &parts.headers) {
+            Some(protocol) => {
+                queue_api(
+                    &state,
+                    protocol,
+                    Request::from_parts(parts, body),
+                    &request_id,
+                )
+                .await
+            }
+            None => match authenticate(&state, Request::from_parts(parts, body), &request_id).await
+            {
+                Ok(request) => next.run(request).await,
+                Err(err) => err.into_response(),
+            },
         },
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -219,12 +229,16 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
     response
 }
 
-/// Serves the SQS-compatible API: `POST /` with `X-Amz-Target: AmazonSQS.<Operation>`, signed
-/// for service `sqs`.
-async fn queue_api(state: &ApiState, request: Request) -> Response {
+/// Serves the SQS-compatible API (either protocol), signed for service `sqs`.
+async fn queue_api(
+    state: &ApiState,
+    protocol: sqs::Protocol,
+    request: Request,
+    request_id: &str,
+) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, sqs::MAX_REQUEST_BYTES).await else {
-        return sqs::too_large().into_response();
+        return sqs::too_large().respond(protocol, request_id);
     };
     if let Err(err) = sigv4::verify(
         &parts.method,
@@ -235,15 +249,9 @@ async fn queue_api(state: &ApiState, request: Request) -> Response {
         "sqs",
         SystemTime::now(),
     ) {
-        return sqs::SqsError::from(err).into_response();
+        return sqs::SqsError::from(err).respond(protocol, request_id);
     }
-    let operation = sqs::target(&parts.headers).unwrap_or_default();
-    let host = parts
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    sqs::handle(state, &operation, &body, host).await
+    sqs::serve(state, protocol, &parts, &body, request_id).await
 }
 
 async fn authenticate(

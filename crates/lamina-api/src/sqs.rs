@@ -1,10 +1,11 @@
-//! The SQS-compatible queue API: the JSON 1.0 protocol current SDKs speak to SQS (`POST /` with
-//! `X-Amz-Target: AmazonSQS.<Operation>`, signed for service `sqs`), over Lamina's queue engine.
-//! Queue URLs are `http://<host>/<account>/<name>`; ARNs `arn:aws:sqs:<region>:<account>:<name>`.
+//! The SQS-compatible queue API over Lamina's queue engine, in both protocols SDKs speak to SQS
+//! (signed for service `sqs`): JSON 1.0 (`POST /` with `X-Amz-Target: AmazonSQS.<Operation>`),
+//! which current SDKs use, and the query protocol of older ones (a form with `Action=…`,
+//! answered in XML; [`crate::sqs_query`] translates). Queue URLs are
+//! `http://<host>/<account>/<name>`; ARNs `arn:aws:sqs:<region>:<account>:<name>`.
 
 use std::collections::{BTreeMap, HashSet};
 
-use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -14,11 +15,11 @@ use lamina_store::{QueueStore, StoreError, now_ms};
 use md5::{Digest as _, Md5};
 use serde_json::{Map, Value, json};
 
-use crate::ApiState;
+use crate::{ApiState, sqs_query};
 
-/// The largest request taken: a batch of ten messages of 1 MiB at most in all, as JSON (escaping
-/// may double it) with room for the attributes.
-pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
+/// The largest request taken: a batch of ten messages of 1 MiB at most in all, encoded (JSON
+/// escaping or the query protocol's percent-encoding may triple it), with room for attributes.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// The answer to a request larger than [`MAX_REQUEST_BYTES`].
 pub fn too_large() -> SqsError {
@@ -29,13 +30,46 @@ pub fn too_large() -> SqsError {
     )
 }
 
-/// The operation a request asks for, if it is for this API.
-pub fn target(headers: &HeaderMap) -> Option<String> {
+/// The operation a JSON protocol request asks for, if it is for this API.
+fn target(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix("AmazonSQS."))
         .map(str::to_owned)
+}
+
+/// The two protocols of SQS. An answer goes back in the protocol of its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Json,
+    Query,
+}
+
+/// The path of a queue URL: `/<12-digit account>/<name>`.
+fn is_queue_path(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let account = parts.next().unwrap_or("");
+    account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && parts.next().is_some_and(is_queue_name)
+}
+
+/// The protocol of a request for this API, if it is one: a `POST` with `X-Amz-Target:
+/// AmazonSQS.*`, or a form `POST` to `/` or to a queue URL (the query protocol; no Lambda
+/// operation takes a form).
+pub fn protocol(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> Option<Protocol> {
+    if method != http::Method::POST {
+        return None;
+    }
+    if target(headers).is_some() {
+        return Some(Protocol::Json);
+    }
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    (form && (uri.path() == "/" || is_queue_path(uri.path()))).then_some(Protocol::Query)
 }
 
 /// An SQS error: the modeled shape, the query-protocol code older clients check, the status.
@@ -106,15 +140,28 @@ impl From<crate::ApiError> for SqsError {
     }
 }
 
-impl IntoResponse for SqsError {
-    fn into_response(self) -> Response {
-        let body = json!({ "__type": format!("com.amazonaws.sqs#{}", self.shape), "message": self.message });
-        let mut response = (self.status, body.to_string()).into_response();
+impl SqsError {
+    /// The error as the client's protocol answers it.
+    pub fn respond(self, protocol: Protocol, request_id: &str) -> Response {
+        let (content_type, body) = match protocol {
+            Protocol::Json => (
+                "application/x-amz-json-1.0",
+                json!({ "__type": format!("com.amazonaws.sqs#{}", self.shape), "message": self.message })
+                    .to_string(),
+            ),
+            Protocol::Query => (
+                "text/xml",
+                sqs_query::error(
+                    self.query_code,
+                    &self.message,
+                    !self.status.is_server_error(),
+                    request_id,
+                ),
+            ),
+        };
+        let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            "content-type",
-            HeaderValue::from_static("application/x-amz-json-1.0"),
-        );
+        headers.insert("content-type", HeaderValue::from_static(content_type));
         let fault = if self.status.is_server_error() {
             "Receiver"
         } else {
@@ -127,63 +174,110 @@ impl IntoResponse for SqsError {
     }
 }
 
-fn reply(body: Value) -> Response {
-    let mut response = (StatusCode::OK, body.to_string()).into_response();
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("application/x-amz-json-1.0"),
-    );
-    response
+/// A request's operation and its members in the JSON protocol's shape.
+fn parse(
+    protocol: Protocol,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    host: &str,
+) -> SqsResult<(String, Value)> {
+    match protocol {
+        Protocol::Json => {
+            let operation = target(headers).unwrap_or_default();
+            if body.is_empty() {
+                return Ok((operation, json!({})));
+            }
+            serde_json::from_slice(body)
+                .map(|request| (operation, request))
+                .map_err(|e| invalid_parameter(format!("the request is not JSON: {e}")))
+        }
+        Protocol::Query => {
+            let params = uri
+                .query()
+                .map(str::as_bytes)
+                .into_iter()
+                .chain([body])
+                .flat_map(form_urlencoded::parse)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()));
+            let (action, mut request) = sqs_query::request(params);
+            let action = action.ok_or_else(|| {
+                error(
+                    "MissingAction",
+                    "MissingAction",
+                    "The request must contain the parameter Action.",
+                )
+            })?;
+            // SDKs that send a request to its queue's URL may leave `QueueUrl` out.
+            if request.get("QueueUrl").is_none() && is_queue_path(uri.path()) {
+                request["QueueUrl"] = json!(format!("http://{host}{}", uri.path()));
+            }
+            Ok((action, request))
+        }
+    }
 }
 
-/// Serves one SQS operation; `host` is the request's `Host`, for queue URLs.
-pub async fn handle(state: &ApiState, operation: &str, body: &Bytes, host: &str) -> Response {
-    let request: Value = if body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(body) {
-            Ok(value) => value,
-            Err(e) => {
-                return error(
-                    "InvalidParameterValue",
-                    "InvalidParameterValue",
-                    format!("the request is not JSON: {e}"),
-                )
-                .into_response();
-            }
-        }
+/// Serves one SQS request whose signature has been verified.
+pub async fn serve(
+    state: &ApiState,
+    protocol: Protocol,
+    parts: &http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Response {
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let (operation, request) = match parse(protocol, &parts.uri, &parts.headers, body, host) {
+        Ok(parsed) => parsed,
+        Err(err) => return err.respond(protocol, request_id),
     };
+    let request = &request;
     let api = Sqs {
         queues: state.queues.as_ref(),
         region: &state.account.region,
         account: &state.account.account_id,
         host,
     };
-    let result = match operation {
-        "CreateQueue" => api.create_queue(&request).await,
-        "GetQueueUrl" => api.get_queue_url(&request).await,
-        "ListQueues" => api.list_queues(&request).await,
-        "DeleteQueue" => api.delete_queue(&request).await,
-        "PurgeQueue" => api.purge_queue(&request).await,
-        "GetQueueAttributes" => api.get_attributes(&request).await,
-        "SetQueueAttributes" => api.set_attributes(&request).await,
-        "SendMessage" => api.send_message(&request).await,
-        "SendMessageBatch" => api.send_message_batch(&request).await,
-        "ReceiveMessage" => api.receive_message(&request).await,
-        "DeleteMessage" => api.delete_message(&request).await,
-        "DeleteMessageBatch" => api.delete_message_batch(&request).await,
-        "ChangeMessageVisibility" => api.change_visibility(&request).await,
-        "ChangeMessageVisibilityBatch" => api.change_visibility_batch(&request).await,
+    let result = match operation.as_str() {
+        "CreateQueue" => api.create_queue(request).await,
+        "GetQueueUrl" => api.get_queue_url(request).await,
+        "ListQueues" => api.list_queues(request).await,
+        "DeleteQueue" => api.delete_queue(request).await,
+        "PurgeQueue" => api.purge_queue(request).await,
+        "GetQueueAttributes" => api.get_attributes(request).await,
+        "SetQueueAttributes" => api.set_attributes(request).await,
+        "SendMessage" => api.send_message(request).await,
+        "SendMessageBatch" => api.send_message_batch(request).await,
+        "ReceiveMessage" => api.receive_message(request).await,
+        "DeleteMessage" => api.delete_message(request).await,
+        "DeleteMessageBatch" => api.delete_message_batch(request).await,
+        "ChangeMessageVisibility" => api.change_visibility(request).await,
+        "ChangeMessageVisibilityBatch" => api.change_visibility_batch(request).await,
         other => Err(error(
             "UnsupportedOperation",
             "AWS.SimpleQueueService.UnsupportedOperation",
             format!("The operation {other} is not supported by Lamina."),
         )),
     };
-    match result {
-        Ok(body) => reply(body),
-        Err(err) => err.into_response(),
-    }
+    let result = match result {
+        Ok(result) => result,
+        Err(err) => return err.respond(protocol, request_id),
+    };
+    let (content_type, body) = match protocol {
+        Protocol::Json => ("application/x-amz-json-1.0", result.to_string()),
+        Protocol::Query => (
+            "text/xml",
+            sqs_query::response(&operation, &result, request_id),
+        ),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    response
 }
 
 struct Sqs<'a> {

@@ -1,0 +1,93 @@
+"""Drives Lamina's queue API with an older boto3 that speaks SQS's query protocol (form-encoded
+requests, XML answers). Run by tests/test_sqs.py with the interpreter of .clients/query-venv;
+prints what it observed as JSON. Arguments: the server URL. Credentials come from the
+environment."""
+
+import json
+import sys
+import time
+
+import boto3
+import botocore
+from botocore.config import Config
+
+url = sys.argv[1]
+sqs = boto3.client("sqs", endpoint_url=url, region_name="us-east-1",
+                   config=Config(retries={"total_max_attempts": 1}, read_timeout=30))
+seen = {"botocore": botocore.__version__, "protocol": sqs.meta.service_model.protocol}
+suffix = str(int(time.time() * 1000))
+
+dlq = sqs.create_queue(QueueName=f"legacy-dlq-{suffix}")["QueueUrl"]
+queue = sqs.create_queue(QueueName=f"legacy-{suffix}", Attributes={
+    "VisibilityTimeout": "1",
+    "RedrivePolicy": json.dumps({"deadLetterTargetArn": f"arn:aws:sqs:us-east-1:000000000000:legacy-dlq-{suffix}",
+                                 "maxReceiveCount": 1}),
+})["QueueUrl"]
+seen["queue_url"] = queue
+seen["got_url"] = sqs.get_queue_url(QueueName=f"legacy-{suffix}")["QueueUrl"]
+seen["listed"] = sqs.list_queues(QueueNamePrefix=f"legacy-{suffix}")["QueueUrls"]
+
+body = "tricky <&>\"' \r\n text, ünïcødé"
+sent = sqs.send_message(QueueUrl=queue, MessageBody=body, MessageAttributes={
+    "kind": {"DataType": "String", "StringValue": "greeting"},
+    "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\xff"},
+    "n": {"DataType": "Number", "StringValue": "42"},
+})
+seen["sent_md5"] = sent["MD5OfMessageBody"]
+batch = sqs.send_message_batch(QueueUrl=queue, Entries=[
+    {"Id": "a", "MessageBody": "first"},
+    {"Id": "b", "MessageBody": "second", "DelaySeconds": 0,
+     "MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}}},
+])
+seen["batch_ok"] = sorted(e["Id"] for e in batch["Successful"])
+seen["batch_failed"] = batch.get("Failed", [])
+
+messages = []
+deadline = time.time() + 10
+while len(messages) < 3 and time.time() < deadline:
+    messages += sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30,
+                                    AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+seen["bodies"] = sorted(m["Body"] for m in messages)
+tricky = next(m for m in messages if m["Body"] == body)
+seen["attributes"] = {k: v for k, v in tricky["MessageAttributes"].items()}
+seen["attributes"]["blob"]["BinaryValue"] = list(seen["attributes"]["blob"]["BinaryValue"])
+seen["receive_count"] = tricky["Attributes"]["ApproximateReceiveCount"]
+
+first = next(m for m in messages if m["Body"] == "first")
+sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=60)
+deleted = sqs.delete_message_batch(QueueUrl=queue, Entries=[
+    {"Id": "x", "ReceiptHandle": tricky["ReceiptHandle"]},
+    {"Id": "y", "ReceiptHandle": first["ReceiptHandle"]},
+])
+seen["deleted"] = sorted(e["Id"] for e in deleted["Successful"])
+attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+seen["queue_attributes"] = {k: attributes[k] for k in ("VisibilityTimeout", "ApproximateNumberOfMessagesNotVisible", "QueueArn")}
+
+# "second" was received once (maxReceiveCount) and is released: the next receive moves it to
+# the dead-letter queue instead of delivering it again.
+second = next(m for m in messages if m["Body"] == "second")
+sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=second["ReceiptHandle"], VisibilityTimeout=0)
+seen["after_redrive"] = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", [])
+dead = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=2).get("Messages", [])
+seen["dead_letters"] = [m["Body"] for m in dead]
+sqs.delete_message(QueueUrl=dlq, ReceiptHandle=dead[0]["ReceiptHandle"])
+
+started = time.time()
+seen["empty_poll"] = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2).get("Messages", [])
+seen["empty_poll_s"] = time.time() - started
+
+try:
+    sqs.get_queue_url(QueueName=f"missing-{suffix}")
+    seen["missing"] = None
+except sqs.exceptions.QueueDoesNotExist as err:
+    seen["missing"] = err.response["Error"]["Code"]
+try:
+    sqs.create_queue(QueueName="bad name!")
+except botocore.exceptions.ClientError as err:
+    seen["bad_name"] = err.response["Error"]["Code"]
+
+sqs.purge_queue(QueueUrl=queue)
+sqs.delete_queue(QueueUrl=queue)
+sqs.delete_queue(QueueUrl=dlq)
+seen["left"] = sqs.list_queues(QueueNamePrefix=f"legacy-{suffix}").get("QueueUrls", [])
+print(json.dumps(seen))
