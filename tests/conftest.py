@@ -221,3 +221,13 @@ def signed(server, method, path, body=b"", headers=None):
     except urllib.error.HTTPError as err:
         status, hdrs, data = err.code, err.headers, err.read()
     return status, hdrs, (json.loads(data) if data else None)
+
+
+def metrics(server):
+    """The Prometheus text of /_lamina/metrics, as {series: value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/_lamina/metrics") as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))

@@ -12,8 +12,8 @@ import pytest
 import redis
 from botocore.exceptions import ClientError
 
-from conftest import (ACCESS_KEY, ARN, AWS, SECRET_KEY, create, error_code, make_zip, tmp_file, unique,
-                      wait_for)
+from conftest import (ACCESS_KEY, ARN, AWS, SECRET_KEY, create, error_code, make_zip, metrics, tmp_file,
+                      unique, wait_for)
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:"
 
@@ -127,6 +127,48 @@ def test_a_failing_function_is_retried_then_lands_a_failure_record_and_a_dead_le
     assert attributes["RequestID"] == {"DataType": "String", "StringValue": request_id}
     assert attributes["ErrorCode"] == {"DataType": "Number", "StringValue": "200"}
     assert attributes["ErrorMessage"]["StringValue"] == "failing on purpose: 7"
+
+
+@pytest.mark.parametrize("event, error_type", [
+    ({"sleep": 3}, "Sandbox.Timedout"),
+    ({"exit": 3}, "Runtime.ExitError"),
+])
+def test_timeouts_and_crashes_are_function_errors(lam, sqs, event, error_type):
+    failures, url = queue(sqs)
+    code = HANDLER + """
+import os
+
+def crashing(event, context):
+    if event.get("exit"):
+        os._exit(event["exit"])
+    return handler(event, context)
+"""
+    name = create(lam, Code={"ZipFile": make_zip({"index.py": code})}, Handler="index.crashing",
+                  Timeout=1)["FunctionName"]
+    lam.put_function_event_invoke_config(
+        FunctionName=name, MaximumRetryAttempts=1, DestinationConfig={"OnFailure": {"Destination": failures}})
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps(event))
+    [record] = records(sqs, url, 1, timeout=60)
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorType"] == error_type
+    # The function still works: an instance lost to the failure was replaced.
+    assert lam.invoke(FunctionName=name, Payload=b'{"ok": 1}')["StatusCode"] == 200
+
+
+def test_an_unreachable_destination_is_counted_and_does_not_hold_the_event(server, lam):
+    name = function(lam)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": "redis://127.0.0.1:1/nowhere"}})
+    before = int(metrics(server).get("lamina_async_destination_delivery_failures_total", "0"))
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    assert wait_for(lambda: int(metrics(server)["lamina_async_destination_delivery_failures_total"]) > before, 30)
+    # The event is finished, not retried: the function ran once.
+    time.sleep(1)
+    logs = server.data_dir / "logs" / f"aws_lambda_{name}"
+    starts = sum(line.startswith("START ") for f in logs.iterdir() for line in f.read_text().splitlines())
+    assert starts == 1
 
 
 def test_retries_follow_the_configuration_of_the_invoked_alias(lam, sqs):

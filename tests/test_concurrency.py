@@ -3,12 +3,11 @@
 import json
 import os
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import create, error_code, make_zip, unique
+from conftest import create, error_code, make_zip, metrics
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
 
@@ -74,14 +73,6 @@ def wait_status(lam, name, qualifier, want, seconds=60):
         if config["Status"] == want or time.time() > deadline:
             return config
         time.sleep(0.1)
-
-
-def metrics(server):
-    """The Prometheus text of /_lamina/metrics, as {series: value}."""
-    with urllib.request.urlopen(server.url + "/_lamina/metrics") as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = response.read().decode()
-    return dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
 
 
 def test_reserved_zero_throttles_every_invocation(lam, server):
