@@ -319,6 +319,28 @@ def test_kill9_loses_no_acknowledged_message(fresh_server):
     assert {m["Body"] for m in in_flight} <= found
 
 
+def test_tags_and_dead_letter_sources(sqs):
+    dlq_name, dlq = new_queue(sqs)
+    name = unique("tagged")
+    url = sqs.create_queue(QueueName=name, tags={"team": "payments"}, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": QUEUE_ARN + dlq_name, "maxReceiveCount": 3})})["QueueUrl"]
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "payments"}
+    sqs.tag_queue(QueueUrl=url, Tags={"stage": "prod", "team": "billing"})
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "billing", "stage": "prod"}
+    sqs.untag_queue(QueueUrl=url, TagKeys=["team", "absent"])
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"stage": "prod"}
+    sqs.untag_queue(QueueUrl=url, TagKeys=["stage"])
+    assert "Tags" not in sqs.list_queue_tags(QueueUrl=url)
+    # Tags are not attributes: creating the queue again with other tags finds it.
+    assert sqs.create_queue(QueueName=name, tags={"other": "x"})["QueueUrl"] == url
+    for tags in ({"aws:reserved": "x"}, {"k" * 129: "x"}, {"k": "v" * 257}, {f"k{n}": "v" for n in range(51)}):
+        with pytest.raises(ClientError) as err:
+            sqs.tag_queue(QueueUrl=url, Tags=tags)
+        assert error_code(err) == "InvalidParameterValue"
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [url]
+    assert sqs.list_dead_letter_source_queues(QueueUrl=url)["queueUrls"] == []
+
+
 def test_an_sdk_speaking_the_query_protocol_works_unchanged(server):
     """boto3 1.28 (botocore before 1.31.81), like the AWS SDK for Java 1.x, speaks SQS's query
     protocol: form-encoded requests, XML answers, error codes such as
@@ -350,6 +372,8 @@ def test_an_sdk_speaking_the_query_protocol_works_unchanged(server):
     assert seen["empty_poll"] == [] and seen["empty_poll_s"] >= 1.5
     assert seen["missing"] == "AWS.SimpleQueueService.NonExistentQueue"
     assert seen["bad_name"] == "InvalidParameterValue"
+    assert seen["dlq_tags"] == {"made-by": "legacy"} and seen["tags"] == {"team": "legacy"}
+    assert seen["dead_letter_sources"] == [seen["queue_url"]]
     assert seen["left"] == []
 
 

@@ -17,7 +17,7 @@ sqs = boto3.client("sqs", endpoint_url=url, region_name="us-east-1",
 seen = {"botocore": botocore.__version__, "protocol": sqs.meta.service_model.protocol}
 suffix = str(int(time.time() * 1000))
 
-dlq = sqs.create_queue(QueueName=f"legacy-dlq-{suffix}")["QueueUrl"]
+dlq = sqs.create_queue(QueueName=f"legacy-dlq-{suffix}", tags={"made-by": "legacy"})["QueueUrl"]
 queue = sqs.create_queue(QueueName=f"legacy-{suffix}", Attributes={
     "VisibilityTimeout": "1",
     "RedrivePolicy": json.dumps({"deadLetterTargetArn": f"arn:aws:sqs:us-east-1:000000000000:legacy-dlq-{suffix}",
@@ -26,6 +26,7 @@ queue = sqs.create_queue(QueueName=f"legacy-{suffix}", Attributes={
 seen["queue_url"] = queue
 seen["got_url"] = sqs.get_queue_url(QueueName=f"legacy-{suffix}")["QueueUrl"]
 seen["listed"] = sqs.list_queues(QueueNamePrefix=f"legacy-{suffix}")["QueueUrls"]
+seen["dlq_tags"] = sqs.list_queue_tags(QueueUrl=dlq)["Tags"]
 
 body = "tricky <&>\"' \r\n text, ünïcødé"
 sent = sqs.send_message(QueueUrl=queue, MessageBody=body, MessageAttributes={
@@ -85,6 +86,11 @@ try:
     sqs.create_queue(QueueName="bad name!")
 except botocore.exceptions.ClientError as err:
     seen["bad_name"] = err.response["Error"]["Code"]
+
+sqs.tag_queue(QueueUrl=queue, Tags={"team": "legacy", "stage": "test"})
+sqs.untag_queue(QueueUrl=queue, TagKeys=["stage"])
+seen["tags"] = sqs.list_queue_tags(QueueUrl=queue)["Tags"]
+seen["dead_letter_sources"] = sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]
 
 sqs.purge_queue(QueueUrl=queue)
 sqs.delete_queue(QueueUrl=queue)

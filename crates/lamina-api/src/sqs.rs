@@ -256,6 +256,10 @@ pub async fn serve(
         "DeleteMessageBatch" => api.delete_message_batch(request).await,
         "ChangeMessageVisibility" => api.change_visibility(request).await,
         "ChangeMessageVisibilityBatch" => api.change_visibility_batch(request).await,
+        "TagQueue" => api.tag_queue(request).await,
+        "UntagQueue" => api.untag_queue(request).await,
+        "ListQueueTags" => api.list_queue_tags(request).await,
+        "ListDeadLetterSourceQueues" => api.list_dead_letter_source_queues(request).await,
         other => Err(error(
             "UnsupportedOperation",
             "AWS.SimpleQueueService.UnsupportedOperation",
@@ -295,6 +299,43 @@ fn string<'a>(request: &'a Value, member: &str) -> SqsResult<&'a str> {
             format!("The request must contain the parameter {member}."),
         )
     })
+}
+
+/// SQS's limits on a queue's tags.
+const MAX_TAGS: usize = 50;
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
+
+/// Adds the tags of a request (a map of strings) to `tags`, within SQS's limits.
+fn tag(tags: &mut BTreeMap<String, String>, given: &Value) -> SqsResult<()> {
+    let given = given
+        .as_object()
+        .ok_or_else(|| invalid_parameter("Tags must be a map of tag keys to values."))?;
+    for (key, value) in given {
+        let value = value.as_str().unwrap_or_default();
+        if key.is_empty() || key.chars().count() > MAX_TAG_KEY {
+            return Err(invalid_parameter(format!(
+                "Tag keys must be 1 to {MAX_TAG_KEY} characters long."
+            )));
+        }
+        if key.starts_with("aws:") {
+            return Err(invalid_parameter(
+                "Tag keys may not begin with the reserved prefix aws:.",
+            ));
+        }
+        if value.chars().count() > MAX_TAG_VALUE {
+            return Err(invalid_parameter(format!(
+                "Tag values must be at most {MAX_TAG_VALUE} characters long."
+            )));
+        }
+        tags.insert(key.clone(), value.to_owned());
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(invalid_parameter(format!(
+            "A queue may have at most {MAX_TAGS} tags."
+        )));
+    }
+    Ok(())
 }
 
 /// A queue attribute given as a string (as the API carries them all) parsed within bounds.
@@ -489,11 +530,18 @@ impl Sqs<'_> {
         let now = now_ms() / 1000;
         let mut settings = QueueSettings::new(now);
         self.apply(&mut settings, &request["Attributes"]).await?;
+        // The JSON protocol names the member `tags`, the query protocol `Tag.N`.
+        let tags = [&request["tags"], &request["Tags"]];
+        if let Some(tags) = tags.into_iter().find(|t| !t.is_null()) {
+            tag(&mut settings.tags, tags)?;
+        }
         if !self.queues.create_queue(name, settings.clone()).await? {
             let existing = self.queues.queue(name).await?.ok_or_else(no_queue)?;
+            // Tags are not attributes: a create with other tags still finds the queue.
             let same = QueueSettings {
                 created: existing.created,
                 modified: existing.modified,
+                tags: existing.tags.clone(),
                 ..settings
             };
             if request["Attributes"]
@@ -529,6 +577,24 @@ impl Sqs<'_> {
             .into_iter()
             .filter(|n| is_queue_name(n))
             .collect();
+        Ok(self.page_of_urls("QueueUrls", &names, request))
+    }
+
+    async fn list_dead_letter_source_queues(&self, request: &Value) -> SqsResult<Value> {
+        let (dead_letter, _) = self.named(request).await?;
+        let mut sources = Vec::new();
+        for name in self.queues.queues("").await? {
+            let redrive = self.queues.queue(&name).await?.and_then(|s| s.redrive);
+            if redrive.is_some_and(|r| r.dead_letter_queue == dead_letter) {
+                sources.push(name);
+            }
+        }
+        Ok(self.page_of_urls("queueUrls", &sources, request))
+    }
+
+    /// One page of the URLs of `names` (in order) as `member`, by `MaxResults` and `NextToken`
+    /// (the last name of the page before).
+    fn page_of_urls(&self, member: &str, names: &[String], request: &Value) -> Value {
         let after = request["NextToken"].as_str();
         let names: Vec<&String> = names
             .iter()
@@ -538,13 +604,38 @@ impl Sqs<'_> {
             .as_u64()
             .map(|m| m.clamp(1, 1000) as usize);
         let page = &names[..names.len().min(limit.unwrap_or(1000))];
-        let mut out = json!({ "QueueUrls": page.iter().map(|n| self.url(n)).collect::<Vec<_>>() });
+        let mut out = json!({ member: page.iter().map(|n| self.url(n)).collect::<Vec<_>>() });
         if let Some(limit) = limit
             && names.len() > limit
         {
             out["NextToken"] = json!(page[limit - 1]);
         }
-        Ok(out)
+        out
+    }
+
+    async fn tag_queue(&self, request: &Value) -> SqsResult<Value> {
+        let (name, mut settings) = self.named(request).await?;
+        tag(&mut settings.tags, &request["Tags"])?;
+        self.queues.set_queue(&name, settings).await?;
+        Ok(json!({}))
+    }
+
+    async fn untag_queue(&self, request: &Value) -> SqsResult<Value> {
+        let (name, mut settings) = self.named(request).await?;
+        for key in request["TagKeys"].as_array().into_iter().flatten() {
+            settings.tags.remove(key.as_str().unwrap_or_default());
+        }
+        self.queues.set_queue(&name, settings).await?;
+        Ok(json!({}))
+    }
+
+    async fn list_queue_tags(&self, request: &Value) -> SqsResult<Value> {
+        let (_, settings) = self.named(request).await?;
+        Ok(if settings.tags.is_empty() {
+            json!({})
+        } else {
+            json!({ "Tags": settings.tags })
+        })
     }
 
     async fn delete_queue(&self, request: &Value) -> SqsResult<Value> {

@@ -21,6 +21,7 @@ const LISTS: &[(&str, &str)] = &[
     ("DeleteMessageBatchRequestEntry", "Entries"),
     ("ChangeMessageVisibilityBatchRequestEntry", "Entries"),
     ("StringListValue", "StringListValues"),
+    ("TagKey", "TagKeys"),
     ("BinaryListValue", "BinaryListValues"),
 ];
 
@@ -35,7 +36,7 @@ const MAPS: &[(&str, &str, &str, &str)] = &[
         "Name",
         "Value",
     ),
-    ("Tag", "tags", "Key", "Value"),
+    ("Tag", "Tags", "Key", "Value"),
 ];
 
 /// Members the JSON shape types as integers (the query protocol sends every value as text).
@@ -54,6 +55,8 @@ const NO_RESULT: &[&str] = &[
     "DeleteQueue",
     "PurgeQueue",
     "SetQueueAttributes",
+    "TagQueue",
+    "UntagQueue",
 ];
 
 /// The parameters of a request, split at their dots.
@@ -174,7 +177,7 @@ fn element(name: &str, value: &Value, action: &str, out: &mut String) {
 /// The XML element each item of a flattened list of the JSON shape is written as.
 fn item_name<'a>(member: &'a str, action: &str) -> Option<&'a str> {
     Some(match member {
-        "QueueUrls" => "QueueUrl",
+        "QueueUrls" | "queueUrls" => "QueueUrl",
         "Messages" => "Message",
         "Failed" => "BatchResultErrorEntry",
         "StringListValues" => "StringListValue",
@@ -191,12 +194,13 @@ fn item_name<'a>(member: &'a str, action: &str) -> Option<&'a str> {
 fn structure(members: &Map<String, Value>, action: &str, out: &mut String) {
     for (name, value) in members {
         match (name.as_str(), value) {
-            ("Attributes" | "MessageAttributes", Value::Object(entries)) => {
+            ("Attributes" | "MessageAttributes" | "Tags", Value::Object(entries)) => {
                 let entry = &name[..name.len() - 1];
+                let key_name = if name == "Tags" { "Key" } else { "Name" };
                 for (key, value) in entries {
-                    out.push_str(&format!("<{entry}><Name>"));
+                    out.push_str(&format!("<{entry}><{key_name}>"));
                     escape(key, out);
-                    out.push_str("</Name>");
+                    out.push_str(&format!("</{key_name}>"));
                     element("Value", value, action, out);
                     out.push_str(&format!("</{entry}>"));
                 }

@@ -6,6 +6,8 @@
 //! is invisible until its visibility timeout passes or its receipt handle deletes or releases
 //! it, so a consumer that dies loses nothing (at-least-once delivery).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,9 @@ pub struct QueueSettings {
     /// Largest message body in bytes (1,024–1,048,576).
     pub max_message_size: u32,
     pub redrive: Option<Redrive>,
+    /// Cost-allocation tags: metadata, no behaviour.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// Epoch seconds.
     pub created: i64,
     pub modified: i64,
@@ -50,6 +55,7 @@ impl QueueSettings {
             receive_wait: 0,
             max_message_size: 1_048_576,
             redrive: None,
+            tags: BTreeMap::new(),
             created: now_s,
             modified: now_s,
         }
