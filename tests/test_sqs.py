@@ -241,7 +241,7 @@ def test_requests_are_authenticated_and_limited(server, sqs):
         receive(sqs, url, MaxNumberOfMessages=11)
     assert error_code(err) == "InvalidParameterValue"
     with pytest.raises(ClientError) as err:
-        sqs.tag_queue(QueueUrl=url, Tags={"a": "b"})
+        sqs.add_permission(QueueUrl=url, Label="share", AWSAccountIds=["111111111111"], Actions=["SendMessage"])
     assert "UnsupportedOperation" in error_code(err)
 
 
@@ -317,6 +317,13 @@ def test_kill9_loses_no_acknowledged_message(fresh_server):
 
     assert wait_for(drain, 60, 0), f"lost {len(acknowledged - found)} of {len(acknowledged)}"
     assert {m["Body"] for m in in_flight} <= found
+
+
+def test_a_queue_url_of_another_account_names_no_queue(sqs):
+    name, url = new_queue(sqs)
+    sqs.send_message(QueueUrl=url, MessageBody="same account")
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.send_message(QueueUrl=url.replace("/000000000000/", "/111111111111/"), MessageBody="x")
 
 
 def test_tags_and_dead_letter_sources(sqs):

@@ -410,13 +410,22 @@ impl Sqs<'_> {
     /// The queue a `QueueUrl` names, if it exists.
     async fn named(&self, request: &Value) -> SqsResult<(String, QueueSettings)> {
         let url = string(request, "QueueUrl")?;
-        let name = url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let mut segments = url.trim_end_matches('/').rsplit('/');
+        let name = segments.next().unwrap_or("");
         if !is_queue_name(name) {
             return Err(error(
                 "InvalidAddress",
                 "InvalidAddress",
                 format!("The address {url} is not valid for this endpoint."),
             ));
+        }
+        // A URL of another account's queue names no queue here, whatever its name.
+        let account = segments.next().unwrap_or("");
+        if account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && account != self.account
+        {
+            return Err(no_queue());
         }
         match self.queues.queue(name).await? {
             Some(settings) => Ok((name.to_owned(), settings)),
