@@ -58,6 +58,14 @@ def records(sqs, url, count, timeout=30):
     return [json.loads(m["Body"]) for m in take(sqs, url, count, timeout)]
 
 
+def starts(server, name):
+    """Invocations the function's log shows (one START line each)."""
+    logs = server.data_dir / "logs" / f"aws_lambda_{name}"
+    if not logs.exists():
+        return 0
+    return sum(line.startswith("START ") for f in logs.iterdir() for line in f.read_text().splitlines())
+
+
 def test_an_event_lands_a_success_record_in_a_queue(lam, sqs):
     name = function(lam)
     destination, url = queue(sqs)
@@ -157,6 +165,20 @@ def crashing(event, context):
     assert lam.invoke(FunctionName=name, Payload=b'{"ok": 1}')["StatusCode"] == 200
 
 
+def test_a_record_too_large_for_a_function_destination_is_not_delivered(server, lam, sqs):
+    """The record carries the event and the response: near the 1 MB limit each, it is too large
+    to be an asynchronous event itself."""
+    receiver, url = queue(sqs)
+    second = function(lam)
+    lam.put_function_event_invoke_config(FunctionName=second, DestinationConfig={"OnSuccess": {"Destination": receiver}})
+    first = function(lam)
+    lam.put_function_event_invoke_config(FunctionName=first, DestinationConfig={"OnSuccess": {"Destination": ARN + second}})
+    before = int(metrics(server)["lamina_async_destination_delivery_failures_total"])
+    lam.invoke(FunctionName=first, InvocationType="Event", Payload=json.dumps({"pad": "x" * 700_000}))
+    assert wait_for(lambda: int(metrics(server)["lamina_async_destination_delivery_failures_total"]) > before, 30)
+    assert starts(server, second) == 0
+
+
 def test_an_unreachable_destination_is_counted_and_does_not_hold_the_event(server, lam):
     name = function(lam)
     lam.put_function_event_invoke_config(
@@ -166,9 +188,7 @@ def test_an_unreachable_destination_is_counted_and_does_not_hold_the_event(serve
     assert wait_for(lambda: int(metrics(server)["lamina_async_destination_delivery_failures_total"]) > before, 30)
     # The event is finished, not retried: the function ran once.
     time.sleep(1)
-    logs = server.data_dir / "logs" / f"aws_lambda_{name}"
-    starts = sum(line.startswith("START ") for f in logs.iterdir() for line in f.read_text().splitlines())
-    assert starts == 1
+    assert starts(server, name) == 1
 
 
 def test_retries_follow_the_configuration_of_the_invoked_alias(lam, sqs):
@@ -234,6 +254,47 @@ def test_a_redis_stream_receives_failure_records(lam):
         assert fields[b"requestId"].decode() == record["requestContext"]["requestId"]
     finally:
         client.delete(key)
+
+
+def looping(lam):
+    """A function that answers with its chain's depth: its event is its cause's record."""
+    code = """
+def handler(event, context):
+    return {"depth": (event.get("responsePayload") or {}).get("depth", 0) + 1}
+"""
+    return create(lam, Code={"ZipFile": make_zip({"index.py": code})})["FunctionName"]
+
+
+def test_a_loop_of_destinations_stops_after_16_invocations(server, lam):
+    name = looping(lam)
+    lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": ARN + name}})
+    assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Terminate"
+    before = int(metrics(server)["lamina_async_recursive_invocations_dropped_total"])
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    assert wait_for(lambda: int(metrics(server)["lamina_async_recursive_invocations_dropped_total"]) > before, 60)
+    time.sleep(1)
+    assert starts(server, name) == 16
+    assert int(metrics(server)["lamina_async_recursive_invocations_dropped_total"]) == before + 1
+
+
+def test_recursion_config_allow_lets_a_loop_go_on(server, lam):
+    name = looping(lam)
+    assert lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")["RecursiveLoop"] == "Allow"
+    assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Allow"
+    lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": ARN + name}})
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    try:
+        assert wait_for(lambda: starts(server, name) >= 20, 60)
+    finally:
+        # Deleting the function ends the loop: events of a deleted function are dropped.
+        lam.delete_function(FunctionName=name)
+    with pytest.raises(ClientError) as err:
+        lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")
+    assert error_code(err) == "ResourceNotFoundException"
+    other = function(lam)
+    with pytest.raises(ClientError) as err:
+        lam.put_function_recursion_config(FunctionName=other, RecursiveLoop="Sometimes")
+    assert error_code(err) == "ValidationException"
 
 
 def test_event_invoke_config_api(lam):

@@ -133,6 +133,7 @@ pub async fn create(State(state): State<SharedState>, body: Bytes) -> ApiResult<
         tags,
         reserved_concurrency: None,
         last_published: 0,
+        recursive_loop: Default::default(),
     };
     let mut shown = latest.clone();
     let mut versions = vec![Change::PutVersion(latest.clone())];

@@ -13,9 +13,7 @@ use lamina_core::{Error, ErrorKind};
 
 use crate::{ApiResult, ApiState, QueryPairs, RequestId, SharedState, event_stream};
 
-/// Lambda's payload limits: 6 MB synchronous, 1 MB asynchronous.
-pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
-pub const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
+pub use lamina_core::invoke::{MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD};
 /// The largest `X-Amz-Client-Context` (base64) Lambda accepts.
 pub const MAX_CLIENT_CONTEXT: usize = 3583;
 

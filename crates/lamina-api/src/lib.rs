@@ -146,6 +146,10 @@ pub fn app(state: SharedState) -> Router {
             get(settings::get_concurrency),
         )
         .route(
+            "/2024-08-31/functions/{function}/recursion-config",
+            get(settings::get_recursion).put(settings::put_recursion),
+        )
+        .route(
             "/2019-09-30/functions/{function}/provisioned-concurrency",
             get(provisioned::get_or_list)
                 .put(provisioned::put)

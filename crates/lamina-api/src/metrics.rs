@@ -146,7 +146,7 @@ fn render(metrics: &Metrics) -> String {
 }
 
 fn render_async(out: &mut String, metrics: &AsyncMetrics) {
-    let series: [(&str, &str, &str, u64); 10] = [
+    let series: [(&str, &str, &str, u64); 11] = [
         (
             "lamina_async_events",
             "gauge",
@@ -206,6 +206,12 @@ fn render_async(out: &mut String, metrics: &AsyncMetrics) {
             "counter",
             "Invocation records that could not be delivered to their destination.",
             metrics.destination_failures,
+        ),
+        (
+            "lamina_async_recursive_invocations_dropped_total",
+            "counter",
+            "Invocations not made because a chain of destinations looped (Lambda: RecursiveInvocationsDropped).",
+            metrics.recursive_dropped,
         ),
     ];
     for (name, kind, help, value) in series {

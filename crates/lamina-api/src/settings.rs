@@ -1,4 +1,5 @@
-//! Function-level settings: tags, reserved concurrency, and the account's settings.
+//! Function-level settings: tags, reserved concurrency, recursive loop detection, and the
+//! account's settings.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lamina_core::arn::FunctionRef;
+use lamina_core::function::RecursiveLoop;
 use lamina_core::{Error, concurrency, validate};
 use lamina_store::{Change, Expect};
 use serde::Deserialize;
@@ -162,6 +164,50 @@ pub async fn delete_concurrency(
         Ok(())
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutRecursion {
+    recursive_loop: String,
+}
+
+/// PutFunctionRecursionConfig (`PUT /2024-08-31/functions/{name}/recursion-config`).
+pub async fn put_recursion(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: PutRecursion = parse_body(&body)?;
+    let recursive_loop = RecursiveLoop::parse(&request.recursive_loop)?;
+    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    retrying!({
+        let (mut function, generation) = load(&state, &name).await?;
+        function.recursive_loop = recursive_loop;
+        let changes = vec![Change::PutFunction(function)];
+        state
+            .store
+            .commit(&name, Expect::Generation(generation), changes)
+            .await?;
+        Ok(())
+    })?;
+    Ok(json(
+        StatusCode::OK,
+        json!({ "RecursiveLoop": recursive_loop.as_str() }),
+    ))
+}
+
+/// GetFunctionRecursionConfig.
+pub async fn get_recursion(
+    State(state): State<SharedState>,
+    Path(function): Path<String>,
+) -> ApiResult<Response> {
+    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let (function, _) = load(&state, &name).await?;
+    Ok(json(
+        StatusCode::OK,
+        json!({ "RecursiveLoop": function.recursive_loop.as_str() }),
+    ))
 }
 
 /// Lambda's default storage quota for all code in a region.

@@ -24,7 +24,44 @@ pub struct Function {
     /// The number of the newest published version ever; numbers are never reused, even after
     /// that version is deleted.
     pub last_published: u64,
+    #[serde(default)]
+    pub recursive_loop: RecursiveLoop,
 }
+
+/// Whether a function may be invoked by a chain of invocations longer than
+/// [`MAX_CHAIN_INVOCATIONS`] (Lambda's `RecursiveLoop`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecursiveLoop {
+    Allow,
+    /// The default: such an invocation is not made.
+    #[default]
+    Terminate,
+}
+
+impl RecursiveLoop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "Allow",
+            Self::Terminate => "Terminate",
+        }
+    }
+
+    /// The API's value (`Allow` or `Terminate`).
+    pub fn parse(value: &str) -> Result<Self> {
+        match value {
+            "Allow" => Ok(Self::Allow),
+            "Terminate" => Ok(Self::Terminate),
+            other => Err(Error::validation(format!(
+                "1 validation error detected: Value '{other}' at 'recursiveLoop' failed to \
+                 satisfy constraint: Member must satisfy enum value set: [Allow, Terminate]"
+            ))),
+        }
+    }
+}
+
+/// Invocations one chain of events may make (an event, the record of its run sent to a
+/// function, that function's record, …) before the next is stopped, as in Lambda.
+pub const MAX_CHAIN_INVOCATIONS: u32 = 16;
 
 /// The stored code package of a version. `sha256` is the hex digest that names the blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,11 @@
-//! The invoker port: what every trigger (the Invoke API now; function URLs, the async dispatcher
-//! and event sources later) asks of the execution engine.
+//! The invoker port: what every trigger (the Invoke API, function URLs, the async dispatcher,
+//! event sources later) asks of the execution engine.
 
 use crate::Result;
+
+/// Lambda's payload limits: 6 MB synchronous, 1 MB asynchronous.
+pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
+pub const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
 
 /// One synchronous invocation.
 #[derive(Debug, Clone)]
@@ -93,6 +97,8 @@ pub struct AsyncMetrics {
     pub dropped: u64,
     pub dead_letter_failures: u64,
     pub destination_failures: u64,
+    /// Records to function destinations not delivered: a recursive loop was stopped.
+    pub recursive_dropped: u64,
 }
 
 /// Delivery to a broker outside Lamina (a destination such as a Redis stream).

@@ -20,7 +20,10 @@ use lamina_core::arn::{Account, LATEST};
 use lamina_core::event_invoke::{
     Condition, Destination, EventInvokeConfig, RecordedResponse, invocation_record,
 };
-use lamina_core::invoke::{AsyncMetrics, Enqueue, Invoke, InvokeRequest, InvokeResponse, Publish};
+use lamina_core::function::{MAX_CHAIN_INVOCATIONS, RecursiveLoop};
+use lamina_core::invoke::{
+    AsyncMetrics, Enqueue, Invoke, InvokeRequest, InvokeResponse, MAX_ASYNC_PAYLOAD, Publish,
+};
 use lamina_core::{Error, ErrorKind, Result, ThrottleReason};
 use lamina_store::queue::{MAX_BATCH, NewMessage, QueueSettings, Received};
 use lamina_store::{MetadataStore, QueueStore, now_ms};
@@ -71,6 +74,10 @@ struct Envelope {
     /// The status and message of the last failure, for a dead letter.
     #[serde(default)]
     last_error: Option<(u16, String)>,
+    /// Invocations before this one in its chain: 0 for an event a caller sent, one more than
+    /// its cause's for an event that carries a record to a function destination.
+    #[serde(default)]
+    chain: u32,
 }
 
 #[derive(Default)]
@@ -83,6 +90,7 @@ struct Counters {
     dropped: AtomicU64,
     dead_letter_failures: AtomicU64,
     destination_failures: AtomicU64,
+    recursive_dropped: AtomicU64,
 }
 
 pub struct AsyncInvoker {
@@ -558,10 +566,32 @@ impl AsyncInvoker {
                 }
             }
             Destination::Function { name, qualifier } => {
+                if body.len() > MAX_ASYNC_PAYLOAD {
+                    return Err(format!(
+                        "the record ({} bytes) is larger than an asynchronous invocation \
+                         may be ({MAX_ASYNC_PAYLOAD} bytes)",
+                        body.len()
+                    ));
+                }
                 self.invoker
                     .resolve(&name, qualifier.as_deref())
                     .await
                     .map_err(|e| e.message)?;
+                let chain = envelope.chain + 1;
+                if chain >= MAX_CHAIN_INVOCATIONS && !self.recursion_allowed(&name).await {
+                    // The record would make the chain's 17th invocation: a loop of
+                    // destinations, stopped here (Lambda's recursive loop detection).
+                    tracing::warn!(
+                        function = %name,
+                        from = %envelope.function,
+                        request_id = %envelope.request_id,
+                        "recursive loop detected: a chain of {MAX_CHAIN_INVOCATIONS} invocations \
+                         stops here and the record is not delivered \
+                         (PutFunctionRecursionConfig RecursiveLoop=Allow lets it go on)"
+                    );
+                    bump(&self.counters.recursive_dropped);
+                    return Ok(());
+                }
                 let request = InvokeRequest {
                     function: name,
                     qualifier,
@@ -571,7 +601,9 @@ impl AsyncInvoker {
                     tail: false,
                     stream: None,
                 };
-                self.enqueue(request).await.map_err(|e| e.message)
+                self.enqueue_chained(request, chain)
+                    .await
+                    .map_err(|e| e.message)
             }
             Destination::RedisStream { server, key } => {
                 let fields = [
@@ -608,9 +640,16 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-#[async_trait]
-impl Enqueue for AsyncInvoker {
-    async fn enqueue(&self, request: InvokeRequest) -> Result<()> {
+impl AsyncInvoker {
+    async fn recursion_allowed(&self, function: &str) -> bool {
+        matches!(
+            self.store.function(function).await,
+            Ok(Some((record, _))) if record.recursive_loop == RecursiveLoop::Allow
+        )
+    }
+
+    /// Accepts an event `chain` invocations down a chain of destinations.
+    async fn enqueue_chained(&self, request: InvokeRequest, chain: u32) -> Result<()> {
         let max = self.settings.max_depth;
         if self.depth.fetch_add(1, Ordering::SeqCst) >= max {
             self.depth.fetch_sub(1, Ordering::SeqCst);
@@ -633,6 +672,7 @@ impl Enqueue for AsyncInvoker {
             invokes: 0,
             backoffs: 0,
             last_error: None,
+            chain,
         };
         let message = NewMessage {
             body: request.payload.to_vec(),
@@ -655,6 +695,13 @@ impl Enqueue for AsyncInvoker {
             }
         }
     }
+}
+
+#[async_trait]
+impl Enqueue for AsyncInvoker {
+    async fn enqueue(&self, request: InvokeRequest) -> Result<()> {
+        self.enqueue_chained(request, 0).await
+    }
 
     fn metrics(&self) -> AsyncMetrics {
         let c = &self.counters;
@@ -670,6 +717,7 @@ impl Enqueue for AsyncInvoker {
             dropped: get(&c.dropped),
             dead_letter_failures: get(&c.dead_letter_failures),
             destination_failures: get(&c.destination_failures),
+            recursive_dropped: get(&c.recursive_dropped),
         }
     }
 }

@@ -14,6 +14,7 @@ fn function(name: &str) -> Function {
         tags: Default::default(),
         reserved_concurrency: None,
         last_published: 0,
+        recursive_loop: Default::default(),
     }
 }
 
