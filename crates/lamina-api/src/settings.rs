@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lamina_core::arn::FunctionRef;
-use lamina_core::function::RecursiveLoop;
+use lamina_core::function::{Function, RecursiveLoop};
 use lamina_core::{Error, concurrency, validate};
 use lamina_store::{Change, Expect};
 use serde::Deserialize;
@@ -39,6 +39,25 @@ fn tagged_function(state: &ApiState, resource: &str) -> ApiResult<String> {
     Ok(function.name)
 }
 
+/// Applies `change` to the function's record and commits it, again from a fresh read if another
+/// writer got there first.
+async fn change_function(
+    state: &ApiState,
+    name: &str,
+    change: impl Fn(&mut Function) -> ApiResult<()>,
+) -> ApiResult<()> {
+    retrying!({
+        let (mut function, generation) = load(state, name).await?;
+        change(&mut function)?;
+        let changes = vec![Change::PutFunction(function)];
+        state
+            .store
+            .commit(name, Expect::Generation(generation), changes)
+            .await?;
+        Ok(())
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct TagResource {
@@ -52,17 +71,11 @@ pub async fn tag(
 ) -> ApiResult<Response> {
     let request: TagResource = parse_body(&body)?;
     let name = tagged_function(&state, &resource)?;
-    retrying!({
-        let (mut function, generation) = load(&state, &name).await?;
+    change_function(&state, &name, |function| {
         function.tags.extend(request.tags.clone());
-        validate::tags(&function.tags)?;
-        let changes = vec![Change::PutFunction(function)];
-        state
-            .store
-            .commit(&name, Expect::Generation(generation), changes)
-            .await?;
-        Ok(())
-    })?;
+        Ok(validate::tags(&function.tags)?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -73,18 +86,13 @@ pub async fn untag(
 ) -> ApiResult<Response> {
     let name = tagged_function(&state, &resource)?;
     let keys = query.all("tagKeys");
-    retrying!({
-        let (mut function, generation) = load(&state, &name).await?;
+    change_function(&state, &name, |function| {
         for key in &keys {
             function.tags.remove(key);
         }
-        let changes = vec![Change::PutFunction(function)];
-        state
-            .store
-            .commit(&name, Expect::Generation(generation), changes)
-            .await?;
         Ok(())
-    })?;
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -153,16 +161,11 @@ pub async fn delete_concurrency(
     Path(function): Path<String>,
 ) -> ApiResult<Response> {
     let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
-    retrying!({
-        let (mut function, generation) = load(&state, &name).await?;
+    change_function(&state, &name, |function| {
         function.reserved_concurrency = None;
-        let changes = vec![Change::PutFunction(function)];
-        state
-            .store
-            .commit(&name, Expect::Generation(generation), changes)
-            .await?;
         Ok(())
-    })?;
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -181,16 +184,11 @@ pub async fn put_recursion(
     let request: PutRecursion = parse_body(&body)?;
     let recursive_loop = RecursiveLoop::parse(&request.recursive_loop)?;
     let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
-    retrying!({
-        let (mut function, generation) = load(&state, &name).await?;
+    change_function(&state, &name, |function| {
         function.recursive_loop = recursive_loop;
-        let changes = vec![Change::PutFunction(function)];
-        state
-            .store
-            .commit(&name, Expect::Generation(generation), changes)
-            .await?;
         Ok(())
-    })?;
+    })
+    .await?;
     Ok(json(
         StatusCode::OK,
         json!({ "RecursiveLoop": recursive_loop.as_str() }),
