@@ -165,6 +165,39 @@ impl SqliteQueues {
             .map_err(|_| backend("the queue writer stopped"))?
     }
 
+    /// Makes the delivery `receipt` names visible `after_s` from now, still leased or not, with
+    /// new attributes if given; wakes long polls if it is visible at once.
+    async fn update_lease(
+        &self,
+        queue: &str,
+        receipt: &str,
+        now_ms: i64,
+        after_s: u32,
+        leased: bool,
+        attributes: Option<String>,
+    ) -> Result<Receipt> {
+        let Some((seq, token)) = decode_receipt(receipt) else {
+            return Ok(Receipt::Invalid);
+        };
+        let name = queue.to_owned();
+        let visible_ms = now_ms + i64::from(after_s) * 1000;
+        let changed = self
+            .run(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE messages SET visible_ms = ?4, leased = ?5,
+                        attributes = COALESCE(?6, attributes)
+                     WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 AND leased = 1",
+                    params![seq, name, token, visible_ms, leased, attributes],
+                )?;
+                Ok(Receipt::from_changed(changed))
+            })
+            .await?;
+        if after_s == 0 && changed == Receipt::Done {
+            self.waker(queue).notify_waiters();
+        }
+        Ok(changed)
+    }
+
     fn waker(&self, queue: &str) -> Arc<Notify> {
         self.wakers
             .lock()
@@ -382,26 +415,10 @@ impl QueueStore for SqliteQueues {
         visibility_s: u32,
         now_ms: i64,
     ) -> Result<Receipt> {
-        let Some((seq, token)) = decode_receipt(receipt) else {
-            return Ok(Receipt::Invalid);
-        };
-        let name = queue.to_owned();
-        let released = visibility_s == 0;
-        let visible_ms = now_ms + i64::from(visibility_s) * 1000;
-        let changed = self
-            .run(move |conn| {
-                let changed = conn.execute(
-                    "UPDATE messages SET visible_ms = ?4, leased = ?5
-                     WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 AND leased = 1",
-                    params![seq, name, token, visible_ms, !released],
-                )?;
-                Ok(Receipt::from_changed(changed))
-            })
-            .await?;
-        if released && changed == Receipt::Done {
-            self.waker(queue).notify_waiters();
-        }
-        Ok(changed)
+        // Still leased until it shows again, unless released at once.
+        let leased = visibility_s > 0;
+        self.update_lease(queue, receipt, now_ms, visibility_s, leased, None)
+            .await
     }
 
     async fn reschedule(
@@ -412,25 +429,8 @@ impl QueueStore for SqliteQueues {
         attributes: String,
         now_ms: i64,
     ) -> Result<Receipt> {
-        let Some((seq, token)) = decode_receipt(receipt) else {
-            return Ok(Receipt::Invalid);
-        };
-        let name = queue.to_owned();
-        let visible_ms = now_ms + i64::from(delay_s) * 1000;
-        let changed = self
-            .run(move |conn| {
-                let changed = conn.execute(
-                    "UPDATE messages SET visible_ms = ?4, leased = 0, attributes = ?5
-                     WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 AND leased = 1",
-                    params![seq, name, token, visible_ms, attributes],
-                )?;
-                Ok(Receipt::from_changed(changed))
-            })
-            .await?;
-        if delay_s == 0 && changed == Receipt::Done {
-            self.waker(queue).notify_waiters();
-        }
-        Ok(changed)
+        self.update_lease(queue, receipt, now_ms, delay_s, false, Some(attributes))
+            .await
     }
 
     async fn counts(&self, queue: &str, now_ms: i64) -> Result<Counts> {
