@@ -9,15 +9,19 @@ import pytest
 from conftest import AWS, ACCESS_KEY, ROLE, SECRET_KEY, make_zip, tmp_file, unique
 
 
-def aws(server, *args, check=True):
+def aws_service(server, service, *args, check=True):
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null",
                AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_PAGER="", AWS_MAX_ATTEMPTS="1")
-    proc = subprocess.run([AWS, "lambda", *args, "--endpoint-url", server.url, "--output", "json"],
+    proc = subprocess.run([AWS, service, *args, "--endpoint-url", server.url, "--output", "json"],
                           capture_output=True, text=True, env=env, timeout=120)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def aws(server, *args, check=True):
+    return aws_service(server, "lambda", *args, check=check)
 
 
 def test_cli_function_lifecycle(server):
@@ -55,6 +59,34 @@ def test_cli_function_lifecycle(server):
     gone = aws(server, "get-function", "--function-name", name, check=False)
     assert gone.returncode == 255
     assert "ResourceNotFoundException" in gone.stderr
+
+
+def test_cli_async_invocation_with_a_queue_destination(server):
+    """The AWS CLI's lambda and sqs commands, end to end: a queue, a destination, an Event."""
+    name = unique("cli-async")
+    queue_url = json.loads(aws_service(server, "sqs", "create-queue", "--queue-name", name).stdout)["QueueUrl"]
+    aws(server, "create-function", "--function-name", name, "--runtime", "python3.11", "--role", ROLE,
+        "--handler", "index.handler", "--zip-file", f"fileb://{tmp_file(make_zip())}")
+    config = json.loads(aws(server, "put-function-event-invoke-config", "--function-name", name,
+                            "--maximum-retry-attempts", "0", "--destination-config",
+                            json.dumps({"OnSuccess": {"Destination": f"arn:aws:sqs:us-east-1:000000000000:{name}"}})
+                            ).stdout)
+    assert config["MaximumRetryAttempts"] == 0
+    listed = json.loads(aws(server, "list-function-event-invoke-configs", "--function-name", name).stdout)
+    assert len(listed["FunctionEventInvokeConfigs"]) == 1
+    out = tmp_file(b"", suffix=".json")
+    payload = tmp_file(json.dumps({"from": "cli"}).encode(), suffix=".json")
+    invoked = json.loads(aws(server, "invoke", "--function-name", name, "--invocation-type", "Event",
+                             "--payload", f"fileb://{payload}", out).stdout)
+    assert invoked["StatusCode"] == 202
+    received = json.loads(aws_service(server, "sqs", "receive-message", "--queue-url", queue_url,
+                                      "--wait-time-seconds", "20").stdout)
+    record = json.loads(received["Messages"][0]["Body"])
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestPayload"] == {"from": "cli"}
+    aws(server, "delete-function-event-invoke-config", "--function-name", name)
+    gone = aws(server, "get-function-event-invoke-config", "--function-name", name, check=False)
+    assert gone.returncode == 255 and "ResourceNotFoundException" in gone.stderr
 
 
 @pytest.mark.parametrize("args,expected", [
