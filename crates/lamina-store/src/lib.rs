@@ -11,6 +11,8 @@ pub mod code;
 #[cfg(test)]
 mod conformance;
 pub mod queue;
+#[cfg(test)]
+mod queue_conformance;
 pub mod sqlite;
 pub mod sqlite_queue;
 
