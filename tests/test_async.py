@@ -175,8 +175,12 @@ def test_a_record_too_large_for_a_function_destination_is_not_delivered(server, 
     lam.put_function_event_invoke_config(FunctionName=first, DestinationConfig={"OnSuccess": {"Destination": ARN + second}})
     before = int(metrics(server)["lamina_async_destination_delivery_failures_total"])
     lam.invoke(FunctionName=first, InvocationType="Event", Payload=json.dumps({"pad": "x" * 700_000}))
+    assert wait_for(lambda: starts(server, first) == 1, 30)
     assert wait_for(lambda: int(metrics(server)["lamina_async_destination_delivery_failures_total"]) > before, 30)
+    # Had the record been queued, the second function would have run by now.
+    time.sleep(2)
     assert starts(server, second) == 0
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", []) == []
 
 
 def test_an_unreachable_destination_is_counted_and_does_not_hold_the_event(server, lam):
