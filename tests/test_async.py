@@ -58,12 +58,37 @@ def records(sqs, url, count, timeout=30):
     return [json.loads(m["Body"]) for m in take(sqs, url, count, timeout)]
 
 
-def starts(server, name):
-    """Invocations the function's log shows (one START line each)."""
+def start_counts(server, name):
+    """The function's invocations by request id, as its log shows them (a START line each)."""
+    counts = {}
     logs = server.data_dir / "logs" / f"aws_lambda_{name}"
-    if not logs.exists():
-        return 0
-    return sum(line.startswith("START ") for f in logs.iterdir() for line in f.read_text().splitlines())
+    for stream in logs.iterdir() if logs.exists() else []:
+        for line in stream.read_text().splitlines():
+            if line.startswith("START RequestId: "):
+                request_id = line.split()[2]
+                counts[request_id] = counts.get(request_id, 0) + 1
+    return counts
+
+
+def starts(server, name):
+    """Invocations the function's log shows."""
+    return sum(start_counts(server, name).values())
+
+
+def records_by_n(sqs, url, total, timeout):
+    """Receives success records of events `{"n": 0..total-1}` until every n has arrived; returns
+    how often each did."""
+    seen = {}
+
+    def drain():
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            n = json.loads(message["Body"])["requestPayload"]["n"]
+            seen[n] = seen.get(n, 0) + 1
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return len(seen) == total
+
+    assert wait_for(drain, timeout, 0), f"missing events: {sorted(set(range(total)) - set(seen))}"
+    return seen
 
 
 def test_an_event_lands_a_success_record_in_a_queue(lam, sqs):
@@ -433,16 +458,7 @@ def test_kill9_loses_no_accepted_event(fresh_server):
     fresh_server.kill()
     fresh_server.start()
     lam, sqs = fresh_server.client(), fresh_server.sqs()
-    seen = {}
-
-    def drain():
-        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            n = json.loads(message["Body"])["requestPayload"]["n"]
-            seen[n] = seen.get(n, 0) + 1
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        return len(seen) == total
-
-    assert wait_for(drain, 120, 0), f"missing events: {sorted(set(range(total)) - set(seen))}"
+    seen = records_by_n(sqs, url, total, timeout=120)
     duplicates = sum(count - 1 for count in seen.values())
     assert duplicates <= 4, seen
 
@@ -468,26 +484,12 @@ def test_sigterm_lets_running_events_finish_and_runs_none_twice(fresh_server):
     assert fresh_server.stop(signal.SIGTERM, timeout=40) == 0, fresh_server.log()
     fresh_server.start()
     lam, sqs = fresh_server.client(), fresh_server.sqs()
-    seen = {}
-
-    def drain():
-        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            n = json.loads(message["Body"])["requestPayload"]["n"]
-            seen[n] = seen.get(n, 0) + 1
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        return len(seen) == total
-
-    assert wait_for(drain, 60, 0), f"missing events: {sorted(set(range(total)) - set(seen))}"
+    seen = records_by_n(sqs, url, total, timeout=60)
     assert all(count == 1 for count in seen.values()), seen
     assert sqs.receive_message(QueueUrl=failure_url, WaitTimeSeconds=1).get("Messages", []) == []
     # Each event started once: the function's log has one START per request id.
-    starts = {}
-    for stream in (fresh_server.data_dir / "logs" / f"aws_lambda_{name}").iterdir():
-        for line in stream.read_text().splitlines():
-            if line.startswith("START RequestId: "):
-                request_id = line.split()[2]
-                starts[request_id] = starts.get(request_id, 0) + 1
-    assert len(starts) == total and set(starts.values()) == {1}, starts
+    counts = start_counts(fresh_server, name)
+    assert len(counts) == total and set(counts.values()) == {1}, counts
 
 
 def test_sigterm_does_not_wait_out_long_polls(fresh_server):
