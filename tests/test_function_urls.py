@@ -54,32 +54,29 @@ def public_url(lam, name, qualifier=None, **config):
     return url["FunctionUrl"]
 
 
-def call(server, url, method="GET", path="/", body=None, headers=None, by_path=False):
-    """Requests `path` of the function URL `url`, addressed by its Host header (or by the path
-    form on the main address). Returns (status, headers, body)."""
-    host = urlsplit(url).netloc
-    url_id = host.split(".")[0]
-    main = urlsplit(server.url).netloc
-    connection = http.client.HTTPConnection(main, timeout=30)
-    headers = dict(headers or {})
-    if by_path:
-        path = f"/_lamina/urls/{url_id}{path}"
-    else:
-        headers["Host"] = host
-    connection.request(method, path, body=body, headers=headers)
+def call(server, url, method="GET", path="/", body=None, headers=None):
+    """Requests `path` under the function URL `url`, exactly as returned by the API. Returns
+    (status, headers, body)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    connection.request(method, parts.path.rstrip("/") + path, body=body, headers=headers or {})
     response = connection.getresponse()
     data = response.read()
     connection.close()
     return response.status, response.headers, data
 
 
+def url_id(url):
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
 def test_url_config_lifecycle_and_errors(lam, server):
     name = url_function(lam)
     created = lam.create_function_url_config(FunctionName=name, AuthType="NONE")
     assert created["ResponseMetadata"]["HTTPStatusCode"] == 201
-    port = urlsplit(server.url).port
-    host = urlsplit(created["FunctionUrl"]).netloc
-    assert host.endswith(f".lambda-url.us-east-1.localhost:{port}") and len(host.split(".")[0]) == 32
+    # By default a URL is the path form on the server's own address, which every client resolves.
+    assert created["FunctionUrl"].startswith(server.url + "/_lamina/urls/")
+    assert len(url_id(created["FunctionUrl"])) == 32
     assert created["FunctionUrl"].startswith("http://") and created["FunctionUrl"].endswith("/")
     assert (created["AuthType"], created["InvokeMode"]) == ("NONE", "BUFFERED")
     assert created["FunctionArn"].endswith(f":function:{name}")
@@ -142,10 +139,12 @@ def test_requests_become_payload_format_2_events(lam, server):
     assert (http_context["method"], http_context["path"], http_context["userAgent"]) == ("POST", "/some/path", "test-agent")
     assert event["requestContext"]["accountId"] == "anonymous"
     assert event["requestContext"]["requestId"] == headers["x-amzn-RequestId"]
-    assert event["requestContext"]["domainName"] == urlsplit(url).hostname
-    # Binary request bodies arrive base64-encoded; the path form reaches the same function.
+    # The event names the URL as Lambda would, whatever address served it.
+    assert event["requestContext"]["domainName"] == f"{url_id(url)}.lambda-url.us-east-1.on.aws"
+    assert event["requestContext"]["domainPrefix"] == url_id(url)
+    # Binary request bodies arrive base64-encoded.
     code, _, body = call(server, url, "PUT", "/echo", body=bytes([0, 255, 1]),
-                         headers={"Content-Type": "application/octet-stream"}, by_path=True)
+                         headers={"Content-Type": "application/octet-stream"})
     event = json.loads(body)
     assert (event["rawPath"], event["isBase64Encoded"]) == ("/echo", True)
     assert base64.b64decode(event["body"]) == bytes([0, 255, 1])
@@ -192,14 +191,15 @@ def test_cors_preflight_and_response_headers(lam, server):
     assert "Access-Control-Allow-Origin" not in headers
 
 
-def signed(server, url, method, path, body=b""):
-    """A SigV4-signed request (service lambda) to the function URL, addressed by Host."""
+def signed(url, method, path, body=b"", key=(ACCESS_KEY, SECRET_KEY)):
+    """A SigV4-signed request (service lambda) to `path` under the function URL `url`."""
     target = url.rstrip("/") + path
     request = AWSRequest(method=method, url=target, data=body, headers={"Content-Type": "application/json"})
-    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "lambda", "us-east-1").add_auth(request)
-    headers = dict(request.headers.items(), Host=urlsplit(url).netloc)
-    connection = http.client.HTTPConnection(urlsplit(server.url).netloc, timeout=30)
-    connection.request(method, path, body=body, headers=headers)
+    SigV4Auth(Credentials(*key), "lambda", "us-east-1").add_auth(request)
+    parts = urlsplit(target)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
+                       headers=dict(request.headers.items()))
     response = connection.getresponse()
     return response.status, response.read()
 
@@ -209,16 +209,14 @@ def test_aws_iam_urls_need_a_signature(lam, server):
     url = lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
     code, _, body = call(server, url)
     assert code == 403, body
-    code, body = signed(server, url, "POST", "/signed?x=1", b'{"a": 1}')
+    code, body = signed(url, "POST", "/signed?x=1", b'{"a": 1}')
     assert code == 200, body
-    iam = json.loads(body)["requestContext"]["authorizer"]["iam"]
+    event = json.loads(body)
+    assert (event["rawPath"], event["rawQueryString"]) == ("/signed", "x=1")
+    iam = event["requestContext"]["authorizer"]["iam"]
     assert iam["accessKey"] == ACCESS_KEY and iam["accountId"] == "000000000000"
     # A signature by an unknown key is refused.
-    request = AWSRequest(method="GET", url=url, headers={})
-    SigV4Auth(Credentials("AKIDUNKNOWN000000000", "nope"), "lambda", "us-east-1").add_auth(request)
-    connection = http.client.HTTPConnection(urlsplit(server.url).netloc, timeout=30)
-    connection.request("GET", "/", headers=dict(request.headers.items(), Host=urlsplit(url).netloc))
-    assert connection.getresponse().status == 403
+    assert signed(url, "GET", "/", key=("AKIDUNKNOWN000000000", "nope"))[0] == 403
 
 
 def test_alias_urls(lam, server):
@@ -233,6 +231,62 @@ def test_alias_urls(lam, server):
     assert call(server, url)[0] == 404, "deleting the alias deletes its URL"
 
 
+def test_the_returned_url_works_in_urllib_requests_and_node_fetch(lam, server):
+    """The URL as printed, with clients that use the system resolver (no *.localhost magic)."""
+    import urllib.request
+
+    import requests
+
+    url = public_url(lam, url_function(lam))
+    with urllib.request.urlopen(url + "plain", timeout=30) as response:
+        assert (response.status, response.read()) == (200, b'"Hello"')
+    response = requests.post(url + "some/path?via=requests", json={"a": 1}, timeout=30)
+    assert response.status_code == 200
+    event = response.json()
+    assert (event["rawPath"], event["rawQueryString"], event["body"]) == ("/some/path", "via=requests", '{"a": 1}')
+    node = shutil.which("node")
+    assert node, "Node.js is part of the test machine"
+    script = ("fetch(process.argv[1]).then(async r => console.log(r.status, await r.text()))"
+              ".catch(e => { console.error(e); process.exit(1); })")
+    out = subprocess.run([node, "-e", script, url + "status"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "418 short and stout"
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_host_form_under_a_function_url_base(fresh_server):
+    """With --function-url-base naming a domain pointed at the server, URLs are host-addressed.
+    Here the domain is `localhost`, whose subdomains curl resolves to loopback by itself."""
+    from test_cli import aws
+
+    port = free_port()
+    fresh_server.extra_env["LAMINA_FUNCTION_URL_BASE"] = f"http://localhost:{port}"
+    fresh_server.start(listen=f"127.0.0.1:{port}")
+    lam = fresh_server.client()
+    name = url_function(lam)
+    created = json.loads(aws(fresh_server, "create-function-url-config", "--function-name", name,
+                             "--auth-type", "NONE").stdout)
+    host = urlsplit(created["FunctionUrl"]).netloc
+    assert host.endswith(f".lambda-url.us-east-1.localhost:{port}") and len(host.split(".")[0]) == 32
+    aws(fresh_server, "add-permission", "--function-name", name, "--statement-id", "url", "--action",
+        "lambda:InvokeFunctionUrl", "--principal", "*", "--function-url-auth-type", "NONE")
+    out = subprocess.run(["curl", "-sS", "-i", created["FunctionUrl"] + "status"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("HTTP/1.1 418"), out.stdout
+    assert "short and stout" in out.stdout
+    out = subprocess.run(["curl", "-sS", created["FunctionUrl"] + "echo"], capture_output=True, text=True, timeout=30)
+    assert json.loads(out.stdout)["requestContext"]["domainName"] == host.split(":")[0]
+
+
 @pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
 def test_cli_then_curl(server):
     from test_cli import aws
@@ -242,7 +296,6 @@ def test_cli_then_curl(server):
                              "--auth-type", "NONE").stdout)
     aws(server, "add-permission", "--function-name", name, "--statement-id", "url", "--action",
         "lambda:InvokeFunctionUrl", "--principal", "*", "--function-url-auth-type", "NONE")
-    # curl resolves every *.localhost name to loopback itself: the URL works as printed.
     out = subprocess.run(["curl", "-sS", "-i", created["FunctionUrl"] + "status"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr

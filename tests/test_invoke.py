@@ -346,6 +346,31 @@ def test_custom_runtime_shell_bootstrap_with_curl(lam):
         assert out == {"shell": {"n": n}, "handler": "function.handler"}
 
 
+# Written for Lambda's images, where /bin/sh is bash: pipefail, [[ ]], arrays, $BASH_VERSION.
+BASH_BOOTSTRAP = """#!/bin/sh
+set -euo pipefail
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+words=(from bash)
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT="$(curl -sS -LD "$HEADERS" "$API/next")"
+  ID="$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)"
+  [[ -n "$ID" ]]
+  SH="$(readlink -f /proc/$$/exe)"
+  curl -sS -X POST "$API/$ID/response" -d "{\\"words\\": \\"${words[*]}\\", \\"bash\\": \\"${BASH_VERSION%%.*}\\", \\"sh\\": \\"$SH\\"}" > /dev/null
+done
+"""
+
+
+def test_bin_sh_is_bash_as_on_lambda(lam):
+    package = zip_with_modes({"bootstrap": (BASH_BOOTSTRAP, 0o755)})
+    name = create(lam, Runtime="provided.al2023", Handler="x", Code={"ZipFile": package})["FunctionName"]
+    response, out = invoke(lam, name)
+    assert "FunctionError" not in response, out
+    assert out["words"] == "from bash" and out["bash"] == "5", out
+    assert out["sh"].endswith("/dash"), "bash is mounted over the file /bin/sh leads to"
+
+
 def test_custom_runtime_without_bootstrap_is_invalid_entrypoint(lam):
     name = create(lam, Runtime="provided.al2", Handler="x", Code={"ZipFile": make_zip({"readme.txt": "no bootstrap"})})["FunctionName"]
     response, out = invoke(lam, name)
@@ -511,3 +536,49 @@ def test_node_options_reach_a_freshly_started_node(lam):
     out = invoke(lam, name)[1]
     assert out["options"] == "--max-old-space-size=100"
     assert out["limit"] < 200 * 1024 * 1024, out
+
+
+def report_of(response):
+    """The REPORT line of an invocation's log tail, as {field: value}."""
+    line = base64.b64decode(response["LogResult"]).decode().splitlines()[-1]
+    assert line.startswith("REPORT RequestId: "), line
+    return dict(field.split(": ", 1) for field in line.split("\t"))
+
+
+def assert_report(report, cold):
+    duration = float(report["Duration"].removesuffix(" ms"))
+    billed = int(report["Billed Duration"].removesuffix(" ms"))
+    assert duration > 0 and billed >= 1 and billed >= duration, report
+    assert ("Init Duration" in report) == cold, report
+
+
+def check_cold_then_warm(lam, name):
+    first = lam.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+    assert_report(report_of(first), cold=True)
+    second = lam.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+    assert_report(report_of(second), cold=False)
+
+
+def test_report_durations_are_never_zero_on_pooled_instances(lam):
+    """Cold starts on sandboxes built ahead (Python and Node.js zygotes, custom runtimes), warm
+    invocations, and the first invocation after a configuration change."""
+    node = {"index.js": "exports.handler = async (event) => event;\n"}
+    for _ in range(4):
+        check_cold_then_warm(lam, create(lam)["FunctionName"])
+    check_cold_then_warm(lam, create(lam, Runtime="nodejs20.x", Code={"ZipFile": make_zip(node)})["FunctionName"])
+    package = zip_with_modes({"bootstrap": (CURL_BOOTSTRAP, 0o755)})
+    custom = create(lam, Runtime="provided.al2023", Handler="x", Code={"ZipFile": package})
+    check_cold_then_warm(lam, custom["FunctionName"])
+    name = create(lam)["FunctionName"]
+    check_cold_then_warm(lam, name)
+    lam.update_function_configuration(FunctionName=name, MemorySize=256)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    check_cold_then_warm(lam, name)
+
+
+def test_report_durations_are_never_zero_on_demand(fresh_server):
+    """With no sandboxes built ahead, every cold start builds its own."""
+    fresh_server.extra_env["LAMINA_SANDBOX_POOL"] = "0"
+    lam = fresh_server.start().client()
+    for _ in range(2):
+        check_cold_then_warm(lam, create(lam)["FunctionName"])

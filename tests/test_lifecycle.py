@@ -169,3 +169,29 @@ def test_kill9_while_instances_are_frozen_leaves_no_sandbox(fresh_server):
     fresh_server.kill()
     assert wait_until(lambda: not alive(sandboxes)), [
         (pid, Path(f"/proc/{pid}/wchan").read_text()) for pid in alive(sandboxes)]
+
+
+def test_text_logs_have_no_colour_codes_when_not_a_terminal(tmp_path):
+    """A service's journal, a redirect or CI: the text format is plain text."""
+    import subprocess
+
+    from conftest import ACCESS_KEY, SECRET_KEY, lamina_binary
+
+    log = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
+    env.update(LAMINA_ACCESS_KEY_ID=ACCESS_KEY, LAMINA_SECRET_ACCESS_KEY=SECRET_KEY)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([lamina_binary(), "server", "--listen", "127.0.0.1:0", "--data-dir",
+                                 str(tmp_path / "data"), "--log-format", "text"],
+                                stdout=out, stderr=out, env=env)
+    try:
+        deadline = time.time() + 30
+        while "lamina is listening" not in log.read_text() and time.time() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    text = log.read_text()
+    assert "lamina is listening" in text and "lamina stopped" in text
+    assert "\x1b[" not in text, text

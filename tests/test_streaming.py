@@ -134,10 +134,12 @@ def streaming_url(lam, name):
 
 
 def get(server, url, method="GET", path="/", body=None):
-    """Requests the URL; returns (status, headers, [(seconds since start, bytes)])."""
-    connection = http.client.HTTPConnection(urlsplit(server.url).netloc, timeout=30)
+    """Requests `path` under the URL as returned; returns (status, headers, [(seconds since
+    start, bytes)])."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
     started = time.time()
-    connection.request(method, path, body=body, headers={"Host": urlsplit(url).netloc})
+    connection.request(method, parts.path.rstrip("/") + path, body=body)
     response = connection.getresponse()
     pieces = []
     while piece := response.read1(65536):

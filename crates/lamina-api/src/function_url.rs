@@ -38,19 +38,47 @@ pub struct UrlTarget {
 /// The addresses of function URLs, and a cache of what each URL invokes: its configuration and
 /// policy are read from the store once, and dropped when the function changes.
 pub struct UrlDirectory {
-    scheme: String,
-    domain: String,
+    addressing: Addressing,
     region: String,
     cache: RwLock<HashMap<String, Arc<UrlTarget>>>,
 }
 
+/// How the URLs the API hands out are written.
+enum Addressing {
+    /// `<origin>/_lamina/urls/<url-id>/`: the server's own address, which every HTTP client
+    /// resolves (a name under `localhost` is resolved by curl and browsers, not by the
+    /// system resolver Python or Node.js use).
+    Path { origin: String },
+    /// `<scheme>://<url-id>.lambda-url.<region>.<domain>/`, for a domain the operator points
+    /// at the server (a wildcard record, or a proxy in front).
+    Host { scheme: String, domain: String },
+}
+
 impl UrlDirectory {
-    /// URLs under `base` (`http://localhost:9000`, `https://lambda.example.com`): a URL is
+    /// URLs in the path form on `listen`, the server's own address (`0.0.0.0` and `::` are
+    /// written as loopback).
+    pub fn on_address(listen: SocketAddr, region: &str) -> Self {
+        let host = match listen.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+            ip if ip.is_unspecified() => "[::1]".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        Self {
+            addressing: Addressing::Path {
+                origin: format!("http://{host}:{}", listen.port()),
+            },
+            region: region.to_owned(),
+            cache: RwLock::default(),
+        }
+    }
+
+    /// URLs under `base` (`https://lambda.example.com`, `http://localhost:9000`): a URL is
     /// `<scheme>://<url-id>.lambda-url.<region>.<host>/`.
-    pub fn new(base: &str, region: &str) -> Result<Self, String> {
+    pub fn under_domain(base: &str, region: &str) -> Result<Self, String> {
         let (scheme, rest) = base
             .split_once("://")
-            .ok_or_else(|| format!("{base:?} is not a URL such as http://localhost:9000"))?;
+            .ok_or_else(|| format!("{base:?} is not a URL such as https://lambda.example.com"))?;
         if scheme != "http" && scheme != "https" {
             return Err(format!("{base:?}: the scheme must be http or https"));
         }
@@ -59,8 +87,10 @@ impl UrlDirectory {
             return Err(format!("{base:?}: give only a scheme, a host and a port"));
         }
         Ok(Self {
-            scheme: scheme.to_owned(),
-            domain: domain.to_owned(),
+            addressing: Addressing::Host {
+                scheme: scheme.to_owned(),
+                domain: domain.to_owned(),
+            },
             region: region.to_owned(),
             cache: RwLock::default(),
         })
@@ -68,11 +98,22 @@ impl UrlDirectory {
 
     /// `FunctionUrl` of the URL `url_id`.
     pub fn url_of(&self, url_id: &str) -> String {
-        format!("{}://{}/", self.scheme, self.host_of(url_id))
+        match &self.addressing {
+            Addressing::Path { origin } => format!("{origin}{PATH_PREFIX}{url_id}/"),
+            Addressing::Host { scheme, domain } => {
+                format!("{scheme}://{url_id}.lambda-url.{}.{domain}/", self.region)
+            }
+        }
     }
 
+    /// The URL's host name as the function sees it (`requestContext.domainName`): Lambda's
+    /// own form (`<url-id>.lambda-url.<region>.on.aws`) when URLs are path-addressed.
     fn host_of(&self, url_id: &str) -> String {
-        format!("{url_id}.lambda-url.{}.{}", self.region, self.domain)
+        let domain = match &self.addressing {
+            Addressing::Path { .. } => "on.aws",
+            Addressing::Host { domain, .. } => domain.split(':').next().unwrap_or(domain),
+        };
+        format!("{url_id}.lambda-url.{}.{domain}", self.region)
     }
 
     /// Forgets what is cached of `function` (after every commit to it).
@@ -235,10 +276,7 @@ pub async fn serve(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip().to_string())
         .unwrap_or_else(|| "127.0.0.1".into());
-    let domain = header_value(&parts.headers, "host")
-        .filter(|h| h.starts_with(url_id.as_str()))
-        .map(|h| h.split(':').next().unwrap_or(h).to_owned())
-        .unwrap_or_else(|| state.urls.host_of(&url_id));
+    let domain = state.urls.host_of(&url_id);
     let event = event(EventParts {
         parts: &parts,
         path: &path,

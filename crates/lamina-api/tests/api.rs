@@ -70,7 +70,7 @@ fn harness() -> Harness {
             min_unreserved: 100,
         },
         invoker: Arc::new(NoEngine),
-        urls: lamina_api::UrlDirectory::new("http://localhost:9000", "us-east-1").unwrap(),
+        urls: lamina_api::UrlDirectory::on_address("127.0.0.1:9000".parse().unwrap(), "us-east-1"),
         events: Arc::new(NoEngine),
         queues: Arc::new(SqliteQueues::in_memory().unwrap()),
     };

@@ -668,9 +668,7 @@ impl Invoker {
             "START RequestId: {} Version: {}",
             request.request_id, version.version
         ));
-        let started = Instant::now();
-        let (result, init) = instance.invoke(invocation).await;
-        let duration = started.elapsed().saturating_sub(init.unwrap_or_default());
+        let (result, timing) = instance.invoke(invocation).await;
         // A runtime that answered in one piece: its answer is the stream's one chunk.
         if let (Some(stream), Outcome::Success(payload)) = (&request.stream, &result)
             && !payload.is_empty()
@@ -683,12 +681,7 @@ impl Invoker {
             log.line(&line);
         }
         log.line(&format!("END RequestId: {}", request.request_id));
-        log.line(&outcome::report(
-            &request.request_id,
-            duration,
-            init,
-            instance,
-        ));
+        log.line(&outcome::report(&request.request_id, timing, instance));
         if request.tail {
             response.log_tail = Some(log.end_capture());
         }

@@ -1,11 +1,9 @@
 //! Outcomes as Lambda reports them: the response, the log lines, the REPORT line.
 
-use std::time::Duration;
-
 use lamina_core::function::Version;
 use lamina_core::invoke::{InvokeRequest, InvokeResponse};
 use lamina_core::{Error, Result};
-use lamina_runtime::{Instance, Outcome, StartError};
+use lamina_runtime::{Instance, Outcome, StartError, Timing};
 
 use crate::platform_error;
 
@@ -107,20 +105,16 @@ pub(crate) fn log_line(
     }
 }
 
-pub(crate) fn report(
-    id: &str,
-    duration: Duration,
-    init: Option<Duration>,
-    instance: &Instance,
-) -> String {
-    let ms = duration.as_secs_f64() * 1000.0;
+pub(crate) fn report(id: &str, timing: Timing, instance: &Instance) -> String {
+    let ms = timing.duration.as_secs_f64() * 1000.0;
+    // Lambda bills every invocation at least a millisecond.
+    let billed = (ms.ceil() as u64).max(1);
     let mut line = format!(
-        "REPORT RequestId: {id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
-        ms.ceil() as u64,
+        "REPORT RequestId: {id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
         instance.memory_mb,
         instance.max_memory_used_mb(),
     );
-    if let Some(init) = init {
+    if let Some(init) = timing.init {
         line.push_str(&format!(
             "\tInit Duration: {:.2} ms",
             init.as_secs_f64() * 1000.0

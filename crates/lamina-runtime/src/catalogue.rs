@@ -24,6 +24,8 @@ pub struct Catalogue {
     launches: BTreeMap<String, Launch>,
     /// Host directory mounted at `/var/runtime`.
     pub runtime_dir: PathBuf,
+    /// The host's bash, which sandboxes run as `/bin/sh` (as Lambda's images do).
+    pub bash: Option<PathBuf>,
 }
 
 impl Catalogue {
@@ -68,6 +70,10 @@ impl Catalogue {
         Ok(Self {
             launches,
             runtime_dir: runtime_dir.to_owned(),
+            bash: ["/usr/bin/bash", "/bin/bash"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|path| path.is_file()),
         })
     }
 

@@ -41,6 +41,16 @@ pub struct Host {
     pub sandboxes: SandboxPool,
 }
 
+/// How long an invocation took, for its `REPORT` line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// From the start of the instance until its runtime took this invocation: on the first
+    /// invocation of an instance started on demand only.
+    pub init: Option<Duration>,
+    /// From the runtime taking the invocation until its outcome (the handler's time).
+    pub duration: Duration,
+}
+
 /// Why an instance is started (`AWS_LAMBDA_INITIALIZATION_TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitType {
@@ -340,14 +350,13 @@ impl Instance {
 
     /// Hands `invocation` to the runtime and waits for its outcome. After any outcome but
     /// `Success` and `FunctionError` the instance is unusable and must be destroyed.
-    /// The second value is the init duration, on the instance's first invocation only.
-    pub async fn invoke(&self, invocation: Invocation) -> (Outcome, Option<Duration>) {
+    pub async fn invoke(&self, invocation: Invocation) -> (Outcome, Timing) {
         let (reply_tx, mut reply) = oneshot::channel();
         let (delivered_tx, delivered) = oneshot::channel();
         {
             let mut slot = self.channel.slot.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(body) = slot.init_failure.take() {
-                return (Outcome::InitError(body), None);
+                return (Outcome::InitError(body), Timing::default());
             }
             slot.pending = Some(Pending {
                 request_id: invocation.request_id.clone(),
@@ -360,26 +369,34 @@ impl Instance {
         let cold = !self.initialised.swap(true, Ordering::Relaxed);
         let mut exit = self.exit.clone();
         if self.next.send(invocation).await.is_err() {
-            return (self.exited_outcome(), None);
+            return (self.exited_outcome(), Timing::default());
         }
         let mut delivered = delivered;
-        let init_duration = |at: Instant| cold.then(|| at.duration_since(self.started));
+        // Init lasts from the start of the instance until the runtime takes its first event;
+        // the invocation's duration from then until its answer, so neither counts the other
+        // (nor the assignment of a sandbox built ahead, which is neither).
+        let timing = |delivered_at: Option<Instant>| Timing {
+            init: delivered_at
+                .filter(|_| cold)
+                .map(|at| at.duration_since(self.started)),
+            duration: delivered_at.map(|at| at.elapsed()).unwrap_or_default(),
+        };
         let delivered_at = tokio::select! {
             biased;
             outcome = &mut reply => {
                 // Answered before this task saw the hand-off: the delivery time is still there.
-                let init = delivered.try_recv().ok().and_then(init_duration);
-                return (outcome.unwrap_or_else(|_| self.exited_outcome()), init);
+                let timing = timing(delivered.try_recv().ok());
+                return (outcome.unwrap_or_else(|_| self.exited_outcome()), timing);
             }
             at = &mut delivered => match at {
                 Ok(at) => at,
-                Err(_) => return (self.exited_outcome(), None),
+                Err(_) => return (self.exited_outcome(), Timing::default()),
             },
-            _ = exit.wait_for(Option::is_some) => return (self.exited_outcome(), None),
-            _ = tokio::time::sleep(INIT_LIMIT) => return (Outcome::Timeout, None),
+            _ = exit.wait_for(Option::is_some) => return (self.exited_outcome(), Timing::default()),
+            _ = tokio::time::sleep(INIT_LIMIT) => return (Outcome::Timeout, Timing::default()),
         };
-        self.await_outcome(reply, exit, timeout, init_duration(delivered_at))
-            .await
+        let outcome = self.await_outcome(reply, exit, timeout).await;
+        (outcome, timing(Some(delivered_at)))
     }
 
     /// Waits until the runtime has initialised (it asks for its first invocation) and returns
@@ -419,8 +436,7 @@ impl Instance {
         mut reply: oneshot::Receiver<Outcome>,
         mut exit: watch::Receiver<Option<i32>>,
         timeout: Duration,
-        init_duration: Option<Duration>,
-    ) -> (Outcome, Option<Duration>) {
+    ) -> Outcome {
         let outcome = tokio::select! {
             biased;
             outcome = &mut reply => outcome.unwrap_or_else(|_| self.exited_outcome()),
@@ -430,7 +446,7 @@ impl Instance {
             }
             _ = tokio::time::sleep(timeout) => Outcome::Timeout,
         };
-        (outcome, init_duration)
+        outcome
     }
 
     fn exited_outcome(&self) -> Outcome {

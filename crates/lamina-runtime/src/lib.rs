@@ -13,7 +13,7 @@ mod runtime_api;
 pub mod sandboxes;
 
 pub use catalogue::Catalogue;
-pub use instance::{Host, InitType, Instance, InstanceConfig, StartError};
+pub use instance::{Host, InitType, Instance, InstanceConfig, StartError, Timing};
 pub use runtime_api::{Invocation, Outcome};
 pub use sandboxes::SandboxPool;
 

@@ -107,6 +107,8 @@ pub(crate) fn build(host: &Host, blueprint: &Blueprint) -> Result<Built, StartEr
             system_paths: ["/usr", "/bin", "/lib", "/lib64", "/sbin"]
                 .map(PathBuf::from)
                 .to_vec(),
+            // Lambda's images make /bin/sh bash: bootstraps written for them use bashisms.
+            sh: host.catalogue.bash.clone(),
             etc_files: [
                 "/etc/ssl",
                 "/etc/ca-certificates",

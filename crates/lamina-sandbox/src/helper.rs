@@ -321,6 +321,31 @@ fn mount_point(source: &Path, target: &Path) -> Result<(), String> {
     }
 }
 
+/// Mounts `program` over the file that `/bin/sh` of the assembled `root` leads to, following
+/// its symlinks inside `root` (never the host's), unless that already is `program`.
+fn replace_sh(root: &Path, program: &Path) -> Result<(), String> {
+    let mut path = inside(root, Path::new("/bin/sh"));
+    for _ in 0..8 {
+        let Ok(link) = fs::read_link(&path) else {
+            break;
+        };
+        path = if link.is_absolute() {
+            inside(root, &link)
+        } else {
+            // `/bin/sh` lies under `root`, so it has a parent.
+            path.parent().unwrap_or(root).join(link)
+        };
+    }
+    if !path.is_file() {
+        return Err(format!("/bin/sh leads to {}, not a file", path.display()));
+    }
+    let same = |a: &Path, b: &Path| fs::canonicalize(a).ok() == fs::canonicalize(b).ok();
+    if same(&path, program) {
+        return Ok(());
+    }
+    bind_read_only(program, &path)
+}
+
 fn build_root(spec: &SandboxSpec) -> Result<(), String> {
     let root = &spec.root;
     mount(
@@ -357,6 +382,10 @@ fn build_root(spec: &SandboxSpec) -> Result<(), String> {
             }
             Err(_) => {}
         }
+    }
+
+    if let Some(sh) = &spec.sh {
+        replace_sh(root, sh)?;
     }
 
     let etc = root.join("etc");

@@ -72,6 +72,9 @@ pub struct SandboxSpec {
     pub root: PathBuf,
     /// Host directories (or symlinks) exposed read-only at the same path: `/usr`, `/lib`, ...
     pub system_paths: Vec<PathBuf>,
+    /// What `/bin/sh` runs, when not the host's own: a host program mounted read-only over the
+    /// file `/bin/sh` leads to (on Debian, `dash` gives way to `bash`, as on Lambda's images).
+    pub sh: Option<PathBuf>,
     /// Host files exposed read-only under `/etc`.
     pub etc_files: Vec<PathBuf>,
     /// Mounted read-only at `/var/runtime` (the platform's runtime bootstraps), when given.

@@ -81,8 +81,10 @@ struct ServerArgs {
     /// How many days function logs are kept (0: forever).
     #[arg(long, env = "LAMINA_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
-    /// Where function URLs live: `<scheme>://<url-id>.lambda-url.<region>.<host>/` under this
-    /// base (say `https://lambda.example.com` behind a proxy) [default: http://localhost:<port>].
+    /// A domain pointed at this server (a wildcard DNS record or a proxy) under which function
+    /// URLs are `<scheme>://<url-id>.lambda-url.<region>.<host>/`, say
+    /// `https://lambda.example.com` [default: the path form on the listen address,
+    /// `http://127.0.0.1:9000/_lamina/urls/<url-id>/`].
     #[arg(long, env = "LAMINA_FUNCTION_URL_BASE")]
     function_url_base: Option<String>,
     /// Asynchronous events that may wait in the queue at most; further `Event` invocations are
@@ -140,8 +142,11 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAMINA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a service's journal, a redirect or CI gets
+    // plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -172,12 +177,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
-    let url_base = args
-        .function_url_base
-        .clone()
-        .unwrap_or_else(|| format!("http://localhost:{}", address.port()));
-    let urls = lamina_api::UrlDirectory::new(&url_base, &args.region)
-        .map_err(|e| anyhow::anyhow!("--function-url-base: {e}"))?;
+    let urls = match &args.function_url_base {
+        Some(base) => lamina_api::UrlDirectory::under_domain(base, &args.region)
+            .map_err(|e| anyhow::anyhow!("--function-url-base: {e}"))?,
+        None => lamina_api::UrlDirectory::on_address(address, &args.region),
+    };
     let (state, engine, events) = open_state(&args, &data_dir, &keys, urls).await?;
 
     // Without TCP_NODELAY every small response waits for a delayed ACK: ~45 ms per boto3 call.

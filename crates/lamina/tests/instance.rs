@@ -110,7 +110,7 @@ async fn python_instance_serves_warm_invocations() {
     let instance = Instance::start(&f.host, &f.config("python3.11", "app/main.handler", &code))
         .await
         .unwrap();
-    let (first, init) = instance
+    let (first, timing) = instance
         .invoke(invocation(r#"{"n": 1}"#, Duration::from_secs(5)))
         .await;
     let Outcome::Success(body) = first else {
@@ -122,8 +122,9 @@ async fn python_instance_serves_warm_invocations() {
     assert_eq!(body["env"], "hi");
     assert_eq!(body["uid"], 993);
     assert_eq!(body["remaining"], true);
-    assert!(init.is_some());
-    let (second, init) = instance
+    assert!(timing.init.is_some(), "a cold start reports its init");
+    assert!(timing.duration > Duration::ZERO);
+    let (second, timing) = instance
         .invoke(invocation(r#"{"n": 2}"#, Duration::from_secs(5)))
         .await;
     let Outcome::Success(body) = second else {
@@ -134,7 +135,8 @@ async fn python_instance_serves_warm_invocations() {
         body["count"], 2,
         "module state survives between warm invocations"
     );
-    assert!(init.is_none());
+    assert!(timing.init.is_none());
+    assert!(timing.duration > Duration::ZERO);
     let (error, _) = instance
         .invoke(invocation(r#"{"fail": true}"#, Duration::from_secs(5)))
         .await;
