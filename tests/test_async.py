@@ -504,3 +504,56 @@ def test_sigterm_does_not_wait_out_long_polls(fresh_server):
     poller.join(5)
     # The poll would have run 20 s; the server answered it and stopped well before.
     assert time.time() - started < 10
+
+
+def backlog(lam, sqs, reserved, total, sleep=0.2):
+    """A function with `reserved` concurrency and a success queue, sent `total` events that each
+    take `sleep` seconds. Returns (function, queue URL)."""
+    destination, url = queue(sqs)
+    name = function(lam, Timeout=30)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
+    lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": destination}})
+    for n in range(total):
+        assert lam.invoke(FunctionName=name, InvocationType="Event",
+                          Payload=json.dumps({"n": n, "sleep": sleep}))["StatusCode"] == 202
+    return name, url
+
+
+def test_a_backlog_drains_at_the_functions_reserved_concurrency(server, lam, sqs):
+    """40 events of 0.2 s for a function with reserved concurrency 1 take about 8 s: each runs
+    as soon as the one before ends, none is throttled into backoff."""
+    started = time.time()
+    name, url = backlog(lam, sqs, reserved=1, total=40)
+    seen = records_by_n(sqs, url, 40, timeout=60)
+    took = time.time() - started
+    assert all(count == 1 for count in seen.values()), seen
+    assert took < 30, f"the backlog took {took:.1f} s (serially: 8 s)"
+    series = f'lamina_function_throttles_total{{function="{name}"}}'
+    assert metrics(server).get(series, "0") == "0", "waiting for room is not a throttle"
+
+
+def test_a_backlog_of_one_function_does_not_hold_up_another(server, lam, sqs):
+    slow, _ = backlog(lam, sqs, reserved=1, total=30, sleep=1)
+    destination, url = queue(sqs)
+    quick = function(lam)
+    lam.put_function_event_invoke_config(FunctionName=quick, DestinationConfig={"OnSuccess": {"Destination": destination}})
+    started = time.time()
+    lam.invoke(FunctionName=quick, InvocationType="Event", Payload=json.dumps({"n": 0}))
+    records_by_n(sqs, url, 1, timeout=20)
+    assert time.time() - started < 10, "the other function's event ran while the backlog waits"
+
+
+def test_a_backlog_drains_after_kill9(fresh_server):
+    fresh_server.start()
+    lam, sqs = fresh_server.client(), fresh_server.sqs()
+    name, url = backlog(lam, sqs, reserved=1, total=40)
+    assert wait_for(lambda: starts(fresh_server, name) >= 10, 30)
+    fresh_server.kill()
+    fresh_server.start()
+    restarted = time.time()
+    lam, sqs = fresh_server.client(), fresh_server.sqs()
+    seen = records_by_n(sqs, url, 40, timeout=60)
+    took = time.time() - restarted
+    assert took < 30, f"the rest of the backlog took {took:.1f} s after the restart"
+    # One event ran at a time: only the one running at the kill may have run twice.
+    assert sum(count - 1 for count in seen.values()) <= 1, seen

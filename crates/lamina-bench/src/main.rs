@@ -339,6 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .insert("memory".into(), Value::Object(memory_json));
 
     asynchronous(&lamina, &cli, &mut report, warmup, duration).await?;
+    backlogs(&lamina, &noop, &mut report).await?;
 
     // Cold starts and scale-out, from sandboxes built ahead (the server's default) and, on a
     // second server, built on demand.
@@ -577,6 +578,62 @@ async fn asynchronous(
         "queue".into(),
         json!({ "send": levels, "drained": consumed, "drain_per_second": drain_rate }),
     );
+    Ok(())
+}
+
+/// Backlogs of asynchronous events for functions with reserved concurrency 1 and 10: each
+/// event holds its instance for 10 ms, so the dispatcher at its best runs 100 × the reservation
+/// per second.
+async fn backlogs(lamina: &Lamina, noop: &[u8], report: &mut Report) -> anyhow::Result<()> {
+    const SLEEP_MS: u64 = 10;
+    report.section("asynchronous backlog under reserved concurrency (events of 10 ms)");
+    let mut rows = serde_json::Map::new();
+    for (reserved, events) in [(1u32, 300usize), (10, 2000)] {
+        let name = format!("bench-backlog-{reserved}");
+        lamina
+            .create_function(
+                &name,
+                "provided.al2023",
+                "noop",
+                &zip(&[("bootstrap", noop, 0o755)])?,
+            )
+            .await?;
+        lamina
+            .call(
+                ::http::Method::PUT,
+                &format!("/2017-10-31/functions/{name}/concurrency"),
+                json!({ "ReservedConcurrentExecutions": reserved }),
+            )
+            .await?;
+        let (sent, all_run) = queues::backlog(lamina, &name, events, SLEEP_MS).await?;
+        let rate = events as f64 / all_run.as_secs_f64();
+        let best = f64::from(reserved) * 1000.0 / SLEEP_MS as f64;
+        eprintln!(
+            "backlog of {events} for reserved {reserved}: sent in {:.2} s, all run after {:.2} s, {rate:.0}/s (best {best:.0}/s)",
+            sent.as_secs_f64(),
+            all_run.as_secs_f64()
+        );
+        report.rows.push(Row::plain(
+            format!(
+                "reserved concurrency {reserved}: {events} events (sent in {:.2} s), all run after {:.2} s",
+                sent.as_secs_f64(),
+                all_run.as_secs_f64()
+            ),
+            format!("{rate:.0} /s (at most {best:.0} /s)"),
+        ));
+        rows.insert(
+            reserved.to_string(),
+            json!({
+                "events": events,
+                "sleep_ms": SLEEP_MS,
+                "sent_s": sent.as_secs_f64(),
+                "all_run_s": all_run.as_secs_f64(),
+                "per_second": rate,
+                "best_per_second": best,
+            }),
+        );
+    }
+    report.json.insert("backlog".into(), Value::Object(rows));
     Ok(())
 }
 

@@ -141,3 +141,29 @@ pub async fn drain(
     }
     Ok((consumed, started.elapsed()))
 }
+
+/// A backlog: `events` asynchronous invocations of `function`, each holding the handler for
+/// `sleep_ms`, sent one after another on one connection. Returns how long the sending took and
+/// how long until every event had run, both from the first send.
+pub async fn backlog(
+    lamina: &Lamina,
+    function: &str,
+    events: usize,
+    sleep_ms: u64,
+) -> anyhow::Result<(Duration, Duration)> {
+    let request = lamina.event(function, &json!({ "sleep_ms": sleep_ms }).to_string())?;
+    let mut connection = Connection::open(lamina.address).await?;
+    let since = Instant::now();
+    for _ in 0..events {
+        let answer = connection.send(&request).await?;
+        if answer.status != 202 {
+            bail!(
+                "an event for {function} was refused: {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+    }
+    let sent = since.elapsed();
+    Ok((sent, drained(lamina, since).await?))
+}

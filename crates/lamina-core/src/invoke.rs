@@ -48,10 +48,65 @@ pub struct InvokeResponse {
     pub log_tail: Option<Vec<u8>>,
 }
 
+/// A place held for one invocation of a function, taken by an event source before it runs an
+/// event it holds ([`Invoke::admit`]). Dropping it gives the place back.
+pub struct Admission(Option<Box<dyn std::any::Any + Send>>);
+
+impl Admission {
+    /// An admission holding `place`, the engine's own record of it.
+    pub fn holding<T: std::any::Any + Send>(place: T) -> Self {
+        Self(Some(Box::new(place)))
+    }
+
+    /// An admission that holds nothing: the invocation is admitted when it runs.
+    pub fn deferred() -> Self {
+        Self(None)
+    }
+
+    /// The engine's record of the place, if this admission holds one of type `T`.
+    pub fn into_place<T: std::any::Any>(self) -> Option<T> {
+        self.0?.downcast::<T>().ok().map(|place| *place)
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Admission(held)"
+        } else {
+            "Admission(deferred)"
+        })
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Invoke: Send + Sync + 'static {
     /// Runs the function, or fails with the Lambda error for why it could not be run.
     async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse>;
+
+    /// Waits until `function:qualifier` may run one more invocation, and holds that place.
+    /// Every event source (the asynchronous dispatcher, event source mappings) asks before
+    /// it runs an event, so a function's backlog flows at the function's concurrency instead
+    /// of into throttles. Fails at once when waiting cannot help (the function is gone, its
+    /// reserved concurrency is 0), and after `patience` with the throttle it still meets.
+    async fn admit(
+        &self,
+        _function: &str,
+        _qualifier: Option<&str>,
+        _patience: std::time::Duration,
+    ) -> Result<Admission> {
+        Ok(Admission::deferred())
+    }
+
+    /// Runs `request` in the place `admission` holds (one [`admit`](Self::admit) gave for
+    /// the request's function and qualifier).
+    async fn invoke_admitted(
+        &self,
+        request: InvokeRequest,
+        _admission: Admission,
+    ) -> Result<InvokeResponse> {
+        self.invoke(request).await
+    }
 
     /// Checks that the function and qualifier exist without running anything (DryRun).
     async fn resolve(&self, function: &str, qualifier: Option<&str>) -> Result<String>;

@@ -9,9 +9,16 @@
 //! Delivery is at least once: an event is deleted from the queue only after it has been
 //! handled, so one running when the server dies runs again after restart. Its state between
 //! retries (attempts, last error) travels in the message's attributes.
+//!
+//! Each function has its own queue and, while that queue holds events, its own dispatcher,
+//! which takes one event at a time as the invoker admits it ([`Invoke::admit`]): a function's
+//! backlog runs at the function's concurrency — its reservation, or what the unreserved pool
+//! has free — and one function's backlog never holds up another's. Throttle backoff is left
+//! for admissions that wait out their patience.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +29,8 @@ use lamina_core::event_invoke::{
 };
 use lamina_core::function::{MAX_CHAIN_INVOCATIONS, RecursiveLoop};
 use lamina_core::invoke::{
-    AsyncMetrics, Enqueue, Invoke, InvokeRequest, InvokeResponse, MAX_ASYNC_PAYLOAD, Publish,
+    Admission, AsyncMetrics, Enqueue, Invoke, InvokeRequest, InvokeResponse, MAX_ASYNC_PAYLOAD,
+    Publish,
 };
 use lamina_core::{Error, ErrorKind, Result, ThrottleReason};
 use lamina_store::queue::{MAX_BATCH, NewMessage, QueueSettings, Received};
@@ -31,9 +39,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-/// The queue of accepted events. Its name has a character no SQS queue name may have, so the
-/// queue API can neither see nor touch it.
+/// Accepted events are queued in `lamina:events:<function>`, one queue per function; names
+/// with a character no SQS queue name may have, so the queue API can neither see nor touch
+/// them. A server before per-function queues kept every event in `lamina:events` itself,
+/// which is drained into them at start.
 pub const EVENT_QUEUE: &str = "lamina:events";
+
+/// The queue of `function`'s events.
+fn event_queue(function: &str) -> String {
+    format!("{EVENT_QUEUE}:{function}")
+}
+
+/// How long an event waits for its function to have room before the wait counts as a
+/// throttle (and the event backs off).
+const ADMISSION_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a dispatcher with nothing to do waits for an event before it looks whether its
+/// queue is empty (and the dispatcher can end).
+const IDLE_POLL_MS: i64 = 20_000;
 
 /// How long the dispatcher holds an event it runs: longer than any invocation may take. A
 /// server that dies holding events releases them at its next start.
@@ -94,6 +116,7 @@ struct Counters {
 }
 
 pub struct AsyncInvoker {
+    this: std::sync::Weak<AsyncInvoker>,
     queues: Arc<dyn QueueStore>,
     invoker: Arc<dyn Invoke>,
     store: Arc<dyn MetadataStore>,
@@ -105,8 +128,19 @@ pub struct AsyncInvoker {
     counters: Counters,
     /// One permit per event that may run at once; all of them free means none is running.
     slots: Arc<Semaphore>,
-    /// Set when the server stops: the dispatcher takes no more events.
+    /// Set when the server stops: the dispatchers take no more events.
     stopping: AtomicBool,
+    /// Ends admissions waiting for room when the server stops.
+    stop_signal: tokio::sync::watch::Sender<bool>,
+    /// The functions with a running dispatcher, each with the number of events sent to it
+    /// since it started: a dispatcher ends only if none arrived while it found its queue empty.
+    dispatchers: Mutex<HashMap<String, u64>>,
+    /// Event queues known to exist.
+    queues_made: RwLock<HashSet<String>>,
+}
+
+fn store_error(err: lamina_store::StoreError) -> Error {
+    Error::service(err.to_string())
 }
 
 fn bump(counter: &AtomicU64) {
@@ -114,8 +148,8 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl AsyncInvoker {
-    /// Opens the event queue, takes back the events a previous server held when it stopped,
-    /// and starts dispatching.
+    /// Takes back the events a previous server held when it stopped and starts a dispatcher
+    /// for every function with events.
     pub async fn start(
         queues: Arc<dyn QueueStore>,
         invoker: Arc<dyn Invoke>,
@@ -124,30 +158,44 @@ impl AsyncInvoker {
         account: Account,
         settings: AsyncSettings,
     ) -> Result<Arc<Self>> {
-        let store_error = |err: lamina_store::StoreError| Error::service(err.to_string());
-        let mut queue = QueueSettings::new(now_ms() / 1000);
-        // Events leave the queue only through the dispatcher, which reports those too old to
-        // their failure destination: the queue itself keeps them as long as SQS ever would.
-        queue.retention = 1_209_600;
-        queues
-            .create_queue(EVENT_QUEUE, queue)
-            .await
-            .map_err(store_error)?;
         let now = now_ms();
-        let released = queues
-            .release_leases(EVENT_QUEUE, now)
+        let mut depth = 0;
+        let mut resumed = 0;
+        let mut waiting = Vec::new();
+        let names = queues
+            .queues(&format!("{EVENT_QUEUE}:"))
             .await
             .map_err(store_error)?;
-        let counts = queues.counts(EVENT_QUEUE, now).await.map_err(store_error)?;
-        let depth = counts.visible + counts.in_flight + counts.delayed;
-        if depth > 0 {
-            tracing::info!(
-                events = depth,
-                resumed = released,
-                "resuming asynchronous events"
-            );
+        for name in &names {
+            resumed += queues
+                .release_leases(name, now)
+                .await
+                .map_err(store_error)?;
+            let counts = queues.counts(name, now).await.map_err(store_error)?;
+            let events = counts.visible + counts.in_flight + counts.delayed;
+            depth += events;
+            if events > 0 {
+                waiting.push(name[EVENT_QUEUE.len() + 1..].to_owned());
+            }
         }
-        let this = Arc::new(Self {
+        let legacy = queues
+            .queue(EVENT_QUEUE)
+            .await
+            .map_err(store_error)?
+            .is_some();
+        if legacy {
+            resumed += queues
+                .release_leases(EVENT_QUEUE, now)
+                .await
+                .map_err(store_error)?;
+            let counts = queues.counts(EVENT_QUEUE, now).await.map_err(store_error)?;
+            depth += counts.visible + counts.in_flight + counts.delayed;
+        }
+        if depth > 0 {
+            tracing::info!(events = depth, resumed, "resuming asynchronous events");
+        }
+        let this = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             queues,
             invoker,
             store,
@@ -157,66 +205,254 @@ impl AsyncInvoker {
             counters: Counters::default(),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             stopping: AtomicBool::new(false),
+            stop_signal: tokio::sync::watch::Sender::new(false),
+            dispatchers: Mutex::default(),
+            queues_made: RwLock::new(names.into_iter().collect()),
             settings,
         });
-        tokio::spawn(this.clone().dispatch());
+        for function in waiting {
+            this.wake(&function);
+        }
+        if legacy {
+            tokio::spawn(this.clone().drain_legacy_queue());
+        }
         Ok(this)
     }
 
-    /// Stops taking events from the queue; those running go on. The dispatcher notices at
-    /// once if it waits for a slot, and when its poll of the queue ends otherwise (at once if
-    /// the queue store's long polls were stopped, else within 5 s).
+    /// Stops taking events from the queues; those running go on. Dispatchers notice at once
+    /// if they wait for room, and when their poll of the queue ends otherwise (at once if the
+    /// queue store's long polls were stopped).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.stop_signal.send_replace(true);
     }
 
-    /// Waits until no event runs. After [`stop`](Self::stop), an event either finished (its
-    /// records sent, its message deleted) or was never taken, so a graceful stop neither fails
-    /// an event nor runs one twice.
+    /// Waits until no event runs, and lets none start after. After [`stop`](Self::stop), an
+    /// event either finished (its records sent, its message deleted) or was never taken (or
+    /// was handed back), so a graceful stop neither fails an event nor runs one twice.
     pub async fn drained(&self) {
         let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = self.slots.acquire_many(all).await;
+        self.slots.close();
     }
 
-    /// Takes events from the queue as slots to run them free up.
-    async fn dispatch(self: Arc<Self>) {
-        loop {
-            let Ok(first) = self.slots.clone().acquire_owned().await else {
-                return;
-            };
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Makes sure `function` has a dispatcher, after an event was sent to its queue.
+    fn wake(&self, function: &str) {
+        let mut dispatchers = self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
+        match dispatchers.get_mut(function) {
+            Some(sends) => *sends += 1,
+            None => {
+                let Some(this) = self.this.upgrade() else {
+                    return;
+                };
+                dispatchers.insert(function.to_owned(), 0);
+                tokio::spawn(this.dispatch(function.to_owned()));
             }
-            let mut permits = vec![first];
-            while permits.len() < MAX_BATCH {
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
+        }
+    }
+
+    fn sends_to(&self, function: &str) -> Option<u64> {
+        let dispatchers = self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
+        dispatchers.get(function).copied()
+    }
+
+    /// Runs `function`'s events as the invoker admits them, oldest first, until its queue is
+    /// empty or the server stops.
+    async fn dispatch(self: Arc<Self>, function: String) {
+        let queue = event_queue(&function);
+        while !self.stopping() {
+            let sends = self.sends_to(&function);
             let received = self
                 .queues
-                .receive_waiting(EVENT_QUEUE, permits.len(), Some(LEASE_S), now_ms() + 5_000)
+                .receive_waiting(&queue, MAX_BATCH, Some(LEASE_S), now_ms() + IDLE_POLL_MS)
                 .await;
             let messages = match received {
                 Ok(Some(messages)) => messages,
                 Ok(None) => {
-                    tracing::error!("the event queue is gone; asynchronous invocation stopped");
-                    return;
+                    tracing::error!(queue, "an event queue is gone");
+                    break;
                 }
                 Err(err) => {
-                    tracing::error!(%err, "reading the event queue");
+                    tracing::error!(%err, queue, "reading an event queue");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
+            if messages.is_empty() {
+                if self.stopping() {
+                    break;
+                }
+                if let Ok(counts) = self.queues.counts(&queue, now_ms()).await
+                    && counts.visible + counts.in_flight + counts.delayed == 0
+                {
+                    let mut dispatchers =
+                        self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
+                    // An event sent since this pass began keeps the dispatcher.
+                    if dispatchers.get(&function).copied() == sends {
+                        dispatchers.remove(&function);
+                        return;
+                    }
+                }
+                continue;
+            }
+            // Once one event of a batch waited out its patience, the rest do not wait again.
+            let mut patient = true;
             for message in messages {
-                let permit = permits.pop();
-                let this = self.clone();
-                tokio::spawn(async move {
-                    this.process(message).await;
-                    drop(permit);
-                });
+                self.admit_and_start(&queue, message, &mut patient).await;
+            }
+        }
+        let mut dispatchers = self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
+        dispatchers.remove(&function);
+    }
+
+    /// Waits for the invoker to admit `message`'s invocation, then runs it in the background.
+    async fn admit_and_start(self: &Arc<Self>, queue: &str, message: Received, patient: &mut bool) {
+        if self.stopping() {
+            return self.hand_back(queue, &message).await;
+        }
+        let envelope: Envelope = match serde_json::from_str(&message.attributes) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                tracing::error!(%err, message = %message.message_id, "an unreadable event; dropping it");
+                bump(&self.counters.dropped);
+                self.finish(queue, &message).await;
+                return;
+            }
+        };
+        let config = self.config(&envelope).await;
+        let deadline = envelope.accepted_ms + i64::from(config.event_age_s()) * 1000;
+        let until_deadline = Duration::from_millis(u64::try_from(deadline - now_ms()).unwrap_or(0));
+        let patience = if *patient {
+            ADMISSION_PATIENCE.min(until_deadline)
+        } else {
+            Duration::ZERO
+        };
+        let mut stop = self.stop_signal.subscribe();
+        let admission = tokio::select! {
+            admission = self.invoker.admit(&envelope.function, envelope.qualifier.as_deref(), patience) => admission,
+            () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+                return self.hand_back(queue, &message).await;
+            }
+        };
+        if matches!(&admission, Err(err) if matches!(err.kind, ErrorKind::TooManyRequests(_))) {
+            *patient = false;
+        }
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return self.hand_back(queue, &message).await;
+        };
+        if self.stopping() {
+            return self.hand_back(queue, &message).await;
+        }
+        let this = self.clone();
+        let queue = queue.to_owned();
+        tokio::spawn(async move {
+            this.process(&queue, message, envelope, config, deadline, admission)
+                .await;
+            drop(slot);
+        });
+    }
+
+    /// Makes a leased event visible again at once: the server stops before running it.
+    async fn hand_back(&self, queue: &str, message: &Received) {
+        if let Err(err) = self
+            .queues
+            .change_visibility(queue, &message.receipt, 0, now_ms())
+            .await
+        {
+            tracing::warn!(%err, message = %message.message_id, "handing back an event; its lease will run out instead");
+        }
+    }
+
+    /// Moves the events of the single queue of earlier servers into their functions' queues,
+    /// each as it becomes due, then deletes that queue. A crash between a move and its delete
+    /// runs the event twice at most, never loses it.
+    async fn drain_legacy_queue(self: Arc<Self>) {
+        while !self.stopping() {
+            let received = self
+                .queues
+                .receive_waiting(
+                    EVENT_QUEUE,
+                    MAX_BATCH,
+                    Some(LEASE_S),
+                    now_ms() + IDLE_POLL_MS,
+                )
+                .await;
+            let messages = match received {
+                Ok(Some(messages)) => messages,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::error!(%err, "reading the queue of earlier servers' events");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for message in &messages {
+                let Ok(envelope) = serde_json::from_str::<Envelope>(&message.attributes) else {
+                    let _ = self.queues.delete(EVENT_QUEUE, &message.receipt).await;
+                    continue;
+                };
+                let moved = NewMessage {
+                    body: message.body.clone(),
+                    attributes: message.attributes.clone(),
+                    delay: Some(0),
+                };
+                if self.send_event(&envelope.function, moved).await.is_ok() {
+                    let _ = self.queues.delete(EVENT_QUEUE, &message.receipt).await;
+                }
+            }
+            if messages.is_empty()
+                && let Ok(counts) = self.queues.counts(EVENT_QUEUE, now_ms()).await
+                && counts.visible + counts.in_flight + counts.delayed == 0
+            {
+                let _ = self.queues.delete_queue(EVENT_QUEUE).await;
+                tracing::info!("moved the events of earlier servers to per-function queues");
+                return;
+            }
+        }
+    }
+
+    /// Sends an event to its function's queue (made on first use) and wakes its dispatcher.
+    async fn send_event(&self, function: &str, message: NewMessage) -> Result<()> {
+        let queue = event_queue(function);
+        let known = self
+            .queues_made
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&queue);
+        if !known {
+            let mut settings = QueueSettings::new(now_ms() / 1000);
+            // Events leave the queue only through the dispatcher, which reports those too old
+            // to their failure destination: the queue itself keeps them as long as SQS would.
+            settings.retention = 1_209_600;
+            self.queues
+                .create_queue(&queue, settings)
+                .await
+                .map_err(store_error)?;
+            self.queues_made
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(queue.clone());
+        }
+        match self.queues.send(&queue, vec![message], now_ms()).await {
+            Ok(Some(_)) => {
+                self.wake(function);
+                Ok(())
+            }
+            Ok(None) => {
+                // Deleted under us (it never is by Lamina): make it again next time.
+                self.queues_made
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&queue);
+                Err(Error::service("The event queue does not exist."))
+            }
+            Err(err) => {
+                tracing::error!(%err, "could not queue an asynchronous event");
+                Err(Error::service("The event could not be queued."))
             }
         }
     }
@@ -239,21 +475,19 @@ impl AsyncInvoker {
         }
     }
 
-    /// Runs one event and decides what becomes of it.
-    async fn process(&self, message: Received) {
-        let mut envelope: Envelope = match serde_json::from_str(&message.attributes) {
-            Ok(envelope) => envelope,
-            Err(err) => {
-                tracing::error!(%err, message = %message.message_id, "an unreadable event; dropping it");
-                bump(&self.counters.dropped);
-                self.finish(&message).await;
-                return;
-            }
-        };
-        let config = self.config(&envelope).await;
-        let deadline = envelope.accepted_ms + i64::from(config.event_age_s()) * 1000;
+    /// Runs one admitted event and decides what becomes of it.
+    async fn process(
+        &self,
+        queue: &str,
+        message: Received,
+        mut envelope: Envelope,
+        config: EventInvokeConfig,
+        deadline: i64,
+        admission: Result<Admission>,
+    ) {
         if now_ms() >= deadline {
             self.fail(
+                queue,
                 &message,
                 &envelope,
                 &config,
@@ -263,7 +497,6 @@ impl AsyncInvoker {
             .await;
             return;
         }
-        bump(&self.counters.attempts);
         let request = InvokeRequest {
             function: envelope.function.clone(),
             qualifier: envelope.qualifier.clone(),
@@ -274,23 +507,38 @@ impl AsyncInvoker {
             tail: false,
             stream: None,
         };
-        match self.invoker.invoke(request).await {
+        let result = match admission {
+            Ok(admission) => {
+                bump(&self.counters.attempts);
+                self.invoker.invoke_admitted(request, admission).await
+            }
+            Err(err) => Err(err),
+        };
+        match result {
             Ok(response) => {
                 envelope.invokes += 1;
                 envelope.backoffs = 0;
                 if response.function_error.is_none() {
-                    self.succeed(&message, &envelope, &config, &response).await;
+                    self.succeed(queue, &message, &envelope, &config, &response)
+                        .await;
                     return;
                 }
                 envelope.errors += 1;
                 envelope.last_error = Some((200, error_message(&response.payload)));
                 if envelope.errors > config.retry_attempts() {
                     let condition = Condition::RetriesExhausted;
-                    self.fail(&message, &envelope, &config, condition, Some(&response))
-                        .await;
+                    self.fail(
+                        queue,
+                        &message,
+                        &envelope,
+                        &config,
+                        condition,
+                        Some(&response),
+                    )
+                    .await;
                 } else {
                     let wait = self.settings.retry_interval * envelope.errors;
-                    self.retry(&message, &envelope, wait, deadline).await;
+                    self.retry(queue, &message, &envelope, wait, deadline).await;
                 }
             }
             Err(err) if err.kind == ErrorKind::ResourceNotFound => {
@@ -301,7 +549,7 @@ impl AsyncInvoker {
                     "dropping an asynchronous event: its function is gone"
                 );
                 bump(&self.counters.dropped);
-                self.finish(&message).await;
+                self.finish(queue, &message).await;
             }
             Err(err) => {
                 envelope.last_error = Some((err.kind.status(), err.message.clone()));
@@ -313,7 +561,7 @@ impl AsyncInvoker {
                 ) && self.reserved_zero(&envelope.function).await
                 {
                     let condition = Condition::ZeroReservedConcurrency;
-                    self.fail(&message, &envelope, &config, condition, None)
+                    self.fail(queue, &message, &envelope, &config, condition, None)
                         .await;
                     return;
                 }
@@ -321,6 +569,7 @@ impl AsyncInvoker {
                 envelope.backoffs += 1;
                 tracing::debug!(request_id = %envelope.request_id, %err, wait, "backing off");
                 self.retry(
+                    queue,
                     &message,
                     &envelope,
                     Duration::from_secs(u64::from(wait)),
@@ -340,14 +589,21 @@ impl AsyncInvoker {
 
     /// Puts the event back to run again after `wait` (and no later than its deadline, when it
     /// will be reported as too old).
-    async fn retry(&self, message: &Received, envelope: &Envelope, wait: Duration, deadline: i64) {
+    async fn retry(
+        &self,
+        queue: &str,
+        message: &Received,
+        envelope: &Envelope,
+        wait: Duration,
+        deadline: i64,
+    ) {
         let now = now_ms();
         let until_deadline = u64::try_from(deadline - now).unwrap_or(0).div_ceil(1000);
         let wait_s = wait.as_secs().min(until_deadline).max(1) as u32;
         let state = serde_json::to_string(envelope).expect("an envelope serializes");
         match self
             .queues
-            .reschedule(EVENT_QUEUE, &message.receipt, wait_s, state, now)
+            .reschedule(queue, &message.receipt, wait_s, state, now)
             .await
         {
             Ok(lamina_store::queue::Receipt::Done) => {}
@@ -361,8 +617,8 @@ impl AsyncInvoker {
     }
 
     /// Deletes a handled event.
-    async fn finish(&self, message: &Received) {
-        match self.queues.delete(EVENT_QUEUE, &message.receipt).await {
+    async fn finish(&self, queue: &str, message: &Received) {
+        match self.queues.delete(queue, &message.receipt).await {
             Ok(lamina_store::queue::Receipt::Done) => {
                 self.depth.fetch_sub(1, Ordering::Relaxed);
             }
@@ -404,6 +660,7 @@ impl AsyncInvoker {
 
     async fn succeed(
         &self,
+        queue: &str,
         message: &Received,
         envelope: &Envelope,
         config: &EventInvokeConfig,
@@ -415,11 +672,12 @@ impl AsyncInvoker {
             self.deliver(target, &record, envelope, Condition::Success)
                 .await;
         }
-        self.finish(message).await;
+        self.finish(queue, message).await;
     }
 
     async fn fail(
         &self,
+        queue: &str,
         message: &Received,
         envelope: &Envelope,
         config: &EventInvokeConfig,
@@ -443,7 +701,7 @@ impl AsyncInvoker {
             let record = self.record(message, envelope, condition, response);
             self.deliver(target, &record, envelope, condition).await;
         }
-        self.finish(message).await;
+        self.finish(queue, message).await;
     }
 
     /// The dead-letter queue of the version that ran (or would run) the event.
@@ -679,19 +937,18 @@ impl AsyncInvoker {
             attributes: serde_json::to_string(&envelope).expect("an envelope serializes"),
             delay: Some(0),
         };
-        match self.queues.send(EVENT_QUEUE, vec![message], now).await {
-            Ok(Some(_)) => {
+        let sent = match self.this.upgrade() {
+            Some(this) => this.send_event(&envelope.function, message).await,
+            None => Err(Error::service("the server is stopping")),
+        };
+        match sent {
+            Ok(()) => {
                 bump(&self.counters.accepted);
                 Ok(())
             }
-            Ok(None) => {
-                self.depth.fetch_sub(1, Ordering::SeqCst);
-                Err(Error::service("The event queue does not exist."))
-            }
             Err(err) => {
                 self.depth.fetch_sub(1, Ordering::SeqCst);
-                tracing::error!(%err, "could not queue an asynchronous event");
-                Err(Error::service("The event could not be queued."))
+                Err(err)
             }
         }
     }

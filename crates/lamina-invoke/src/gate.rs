@@ -2,7 +2,7 @@
 //! reservation, and the scaling rate. Counters are atomics: the warm path takes no lock here.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +69,11 @@ pub(crate) struct Gate {
     in_use: AtomicU32,
     throttles: AtomicU64,
     allocations: Mutex<BTreeMap<String, Allocation>>,
+    /// Wakes admissions waiting for a place ([`Waiting`]) when one may have freed.
+    pub freed: tokio::sync::Notify,
+    /// Admissions waiting now: a released permit wakes them only when there are some, so the
+    /// warm path touches no lock.
+    waiters: AtomicU32,
 }
 
 impl Gate {
@@ -80,6 +85,8 @@ impl Gate {
             in_use: AtomicU32::new(0),
             throttles: AtomicU64::new(0),
             allocations: Mutex::default(),
+            freed: tokio::sync::Notify::new(),
+            waiters: AtomicU32::new(0),
         })
     }
 
@@ -109,11 +116,16 @@ impl Gate {
         let all: Vec<Allocation> = allocations.values().cloned().collect();
         self.unreserved_capacity
             .store(unreserved_capacity(self.limits, &all), Ordering::Relaxed);
+        drop(allocations);
+        // Capacity may have grown.
+        self.freed.notify_waiters();
     }
 
-    /// Admits one invocation of `function`, or says why it is throttled. `provisioned`: it
-    /// runs on a provisioned instance, which the unreserved pool does not pay for.
-    pub fn admit(
+    /// Admits one invocation of `function`, or says why it is throttled; the caller counts
+    /// the throttle ([`throttled`](Self::throttled)) unless it waits and tries again.
+    /// `provisioned`: it runs on a provisioned instance, which the unreserved pool does not
+    /// pay for.
+    pub fn try_admit(
         self: &Arc<Self>,
         function: &Arc<FunctionState>,
         provisioned: bool,
@@ -121,10 +133,7 @@ impl Gate {
         let unreserved = match function.reserved() {
             Some(reserved) => {
                 if !increment_below(&function.in_use, reserved) {
-                    return Err(self.throttled(
-                        function,
-                        ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
-                    ));
+                    return Err(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded);
                 }
                 false
             }
@@ -135,9 +144,7 @@ impl Gate {
             None => {
                 let capacity = self.unreserved_capacity.load(Ordering::Relaxed);
                 if !increment_below(&self.unreserved_in_use, capacity) {
-                    return Err(
-                        self.throttled(function, ThrottleReason::ConcurrentInvocationLimitExceeded)
-                    );
+                    return Err(ThrottleReason::ConcurrentInvocationLimitExceeded);
                 }
                 function.in_use.fetch_add(1, Ordering::Relaxed);
                 true
@@ -166,6 +173,17 @@ impl Gate {
         } else {
             ThrottleReason::ConcurrentInvocationLimitExceeded
         }
+    }
+
+    /// Registers an admission that waits for a place: from now until the guard drops, every
+    /// released permit wakes [`freed`](Self::freed). Register before the attempt that may
+    /// fail, so that no release between the attempt and the wait goes unnoticed.
+    pub fn waiting(self: &Arc<Self>) -> Waiting {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `Permit::drop`: either the release sees this waiter, or
+        // the attempt that follows sees the release.
+        fence(Ordering::SeqCst);
+        Waiting(self.clone())
     }
 
     pub fn limits(&self) -> ConcurrencyLimits {
@@ -220,12 +238,36 @@ impl Drop for Permit {
         if self.unreserved {
             self.gate.unreserved_in_use.fetch_sub(1, Ordering::Relaxed);
         }
+        fence(Ordering::SeqCst);
+        if self.gate.waiters.load(Ordering::SeqCst) > 0 {
+            self.gate.freed.notify_waiters();
+        }
+    }
+}
+
+/// An admission waiting for a place; see [`Gate::waiting`].
+pub(crate) struct Waiting(Arc<Gate>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Gate {
+        fn admit(
+            self: &Arc<Self>,
+            function: &Arc<FunctionState>,
+            provisioned: bool,
+        ) -> Result<Permit, ThrottleReason> {
+            self.try_admit(function, provisioned)
+                .map_err(|reason| self.throttled(function, reason))
+        }
+    }
 
     fn gate(account: u32) -> Arc<Gate> {
         Gate::new(ConcurrencyLimits {
@@ -282,5 +324,38 @@ mod tests {
         drop((provisioned, spilled));
         gate.set_allocation(&f, None, 0);
         assert_eq!(gate.unreserved_capacity(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_released_permit_wakes_a_waiting_admission() {
+        let gate = gate(10);
+        let f = Arc::new(FunctionState::new("f", 1000));
+        gate.set_allocation(&f, Some(1), 0);
+        let held = gate.try_admit(&f, false).unwrap();
+        let waiter = {
+            let (gate, f) = (gate.clone(), f.clone());
+            tokio::spawn(async move {
+                let _waiting = gate.waiting();
+                loop {
+                    let freed = gate.freed.notified();
+                    tokio::pin!(freed);
+                    freed.as_mut().enable();
+                    if let Ok(permit) = gate.try_admit(&f, false) {
+                        return permit;
+                    }
+                    freed.await;
+                }
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "no place is free yet");
+        drop(held);
+        let permit = tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("the release woke the waiter")
+            .unwrap();
+        assert_eq!(f.in_use(), 1);
+        drop(permit);
+        assert_eq!(gate.throttles(), 0, "waiting is not throttling");
     }
 }

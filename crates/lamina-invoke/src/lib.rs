@@ -28,7 +28,7 @@ use lamina_core::arn::{Account, LATEST};
 use lamina_core::concurrency::ConcurrencyLimits;
 use lamina_core::function::Version;
 use lamina_core::invoke::{
-    FunctionMetrics, Invoke, InvokeRequest, InvokeResponse, Metrics, ProvisionedStatus,
+    Admission, FunctionMetrics, Invoke, InvokeRequest, InvokeResponse, Metrics, ProvisionedStatus,
     ResponsePart,
 };
 use lamina_core::{Error, Result, ThrottleReason};
@@ -689,6 +689,92 @@ impl Invoker {
     }
 }
 
+/// An invocation let through the gate: its version, the permit it holds and, when one was free,
+/// a provisioned instance of its qualifier. Dropped unused, it gives both back.
+struct Admitted {
+    version: Arc<Version>,
+    function: Arc<FunctionState>,
+    permit: Option<Permit>,
+    provisioned: Option<(Instance, Arc<ProvisionedSet>)>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((instance, set)) = self.provisioned.take() {
+            set.idle.put(instance);
+        }
+    }
+}
+
+impl Invoker {
+    fn running(&self) -> Result<Arc<Self>> {
+        self.this
+            .upgrade()
+            .ok_or_else(|| Error::service("the server is stopping"))
+    }
+
+    /// Lets one invocation of `route` through the gate, with a free provisioned instance of
+    /// `qualifier` when there is one; or says why it is throttled (uncounted).
+    fn try_admit(
+        self: &Arc<Self>,
+        route: &Route,
+        qualifier: Option<&str>,
+    ) -> std::result::Result<Admitted, ThrottleReason> {
+        let version = choose(route);
+        let function = &route.function;
+        let set = qualifier.and_then(|q| self.provisioned_for(&function.name, q, &version));
+        let provisioned = set.as_ref().and_then(|set| {
+            let (instance, dead) = set.idle.take();
+            for instance in dead {
+                if let Some(instance) = set.put(instance, false) {
+                    self.retire(function, instance);
+                }
+                self.fill(set);
+            }
+            instance
+        });
+        match self.gate.try_admit(function, provisioned.is_some()) {
+            Ok(permit) => Ok(Admitted {
+                version,
+                function: function.clone(),
+                permit: Some(permit),
+                provisioned: provisioned.zip(set),
+            }),
+            Err(reason) => {
+                if let (Some(set), Some(instance)) = (&set, provisioned) {
+                    set.idle.put(instance);
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Runs an admitted invocation: on its provisioned instance, or an idle or new on-demand
+    /// one.
+    async fn run_admitted(
+        self: &Arc<Self>,
+        request: &InvokeRequest,
+        mut admitted: Admitted,
+    ) -> Result<InvokeResponse> {
+        let permit = admitted.permit.take();
+        let version = admitted.version.clone();
+        let (instance, home) = match admitted.provisioned.take() {
+            Some((instance, set)) => (instance, Home::Provisioned(set)),
+            None => {
+                let pool = self.pool(&version, &admitted.function);
+                match self.on_demand(&pool, request).await? {
+                    Ok(instance) => (instance, Home::Pool(pool)),
+                    Err(response) => return Ok(response),
+                }
+            }
+        };
+        let (response, outcome) = self.run(request, &version, &instance).await;
+        self.release(home, instance, &outcome);
+        drop(permit);
+        Ok(response)
+    }
+}
+
 /// Picks the alias's additional version with its weight's probability.
 fn choose(route: &Route) -> Arc<Version> {
     match &route.additional {
@@ -719,55 +805,62 @@ impl Invoke for Invoker {
     }
 
     async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse> {
-        let this = self
-            .this
-            .upgrade()
-            .ok_or_else(|| Error::service("the server is stopping"))?;
+        let this = self.running()?;
         let route = self
             .route(&request.function, request.qualifier.as_deref())
             .await?;
-        let version = choose(&route);
-        let function = &route.function;
         self.settings
             .keep_alive
-            .invoked(&function.name, Instant::now());
-        let set = request
-            .qualifier
-            .as_deref()
-            .and_then(|q| self.provisioned_for(&function.name, q, &version));
-        let provisioned = set.as_ref().and_then(|set| {
-            let (instance, dead) = set.idle.take();
-            for instance in dead {
-                if let Some(instance) = set.put(instance, false) {
-                    self.retire(function, instance);
-                }
-                this.fill(set);
+            .invoked(&route.function.name, Instant::now());
+        let admitted = this
+            .try_admit(&route, request.qualifier.as_deref())
+            .map_err(|reason| Error::throttled(self.gate.throttled(&route.function, reason)))?;
+        this.run_admitted(&request, admitted).await
+    }
+
+    async fn admit(
+        &self,
+        function: &str,
+        qualifier: Option<&str>,
+        patience: Duration,
+    ) -> Result<Admission> {
+        let this = self.running()?;
+        let deadline = tokio::time::Instant::now() + patience;
+        let _waiting = self.gate.waiting();
+        loop {
+            let freed = self.gate.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            // Resolved again on every attempt: the function may change while its events wait.
+            let route = self.route(function, qualifier).await?;
+            let reason = match this.try_admit(&route, qualifier) {
+                Ok(admitted) => return Ok(Admission::holding(admitted)),
+                Err(reason) => reason,
+            };
+            let now = tokio::time::Instant::now();
+            if route.function.reserved() == Some(0) || now >= deadline {
+                return Err(Error::throttled(
+                    self.gate.throttled(&route.function, reason),
+                ));
             }
-            instance
-        });
-        let permit: Permit = match self.gate.admit(function, provisioned.is_some()) {
-            Ok(permit) => permit,
-            Err(reason) => {
-                if let (Some(set), Some(instance)) = (&set, provisioned) {
-                    set.idle.put(instance);
-                }
-                return Err(Error::throttled(reason));
-            }
+            // Woken by a released place; the bound is only a safety net.
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), freed).await;
+        }
+    }
+
+    async fn invoke_admitted(
+        &self,
+        request: InvokeRequest,
+        admission: Admission,
+    ) -> Result<InvokeResponse> {
+        let Some(admitted) = admission.into_place::<Admitted>() else {
+            return self.invoke(request).await;
         };
-        let (instance, home) = match (provisioned, set) {
-            (Some(instance), Some(set)) => (instance, Home::Provisioned(set)),
-            _ => {
-                let pool = self.pool(&version, function);
-                match self.on_demand(&pool, &request).await? {
-                    Ok(instance) => (instance, Home::Pool(pool)),
-                    Err(response) => return Ok(response),
-                }
-            }
-        };
-        let (response, outcome) = self.run(&request, &version, &instance).await;
-        this.release(home, instance, &outcome);
-        drop(permit);
-        Ok(response)
+        let this = self.running()?;
+        self.settings
+            .keep_alive
+            .invoked(&admitted.function.name, Instant::now());
+        this.run_admitted(&request, admitted).await
     }
 
     fn provisioned(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus> {
