@@ -9,7 +9,8 @@ INVALID = ("InvalidParameterValueException", 400)
 
 CREATE_CASES = [
     ("name with space", dict(FunctionName="bad name"), VALIDATION),
-    ("name too long", dict(FunctionName="x" * 65), VALIDATION),
+    ("name too long", dict(FunctionName="x" * 65), INVALID),
+    ("ARN too long", dict(FunctionName="x" * 141), VALIDATION),
     ("qualified name", dict(FunctionName="fn:1"), INVALID),
     ("role not an ARN", dict(Role="admin"), VALIDATION),
     ("memory above product", dict(MemorySize=10241), INVALID),

@@ -109,6 +109,7 @@ pub async fn update(
     ))
 }
 
+/// DeleteAlias. An alias that does not exist is already deleted: Lambda answers `204` for it.
 pub async fn delete(
     State(state): State<SharedState>,
     Path((function, alias)): Path<(String, String)>,
@@ -117,7 +118,7 @@ pub async fn delete(
     retrying!({
         let (_, generation) = load(&state, &name).await?;
         if state.store.alias(&name, &alias).await?.is_none() {
-            return Err(alias_not_found(&state, &name, &alias).into());
+            return Ok(());
         }
         let changes = vec![
             Change::DeleteAlias(alias.clone()),

@@ -63,10 +63,6 @@ fn shape(kind: ErrorKind) -> (&'static str, StatusCode, bool) {
     (exception, status, capitalised)
 }
 
-/// How long a throttled caller should wait, in seconds (`Retry-After`): concurrency frees up
-/// as invocations finish, and the scaling rate refills continuously.
-const RETRY_AFTER_SECONDS: &str = "1";
-
 pub fn error_response(
     exception: &str,
     status: StatusCode,
@@ -90,6 +86,9 @@ pub fn error_response(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
+            // Lambda's throttle carries `Reason` beside `Type` and `message`, and no
+            // `Retry-After` header: the model's `retryAfterSeconds` is bound to that header, so
+            // sending one would add a member Lambda's answers lack.
             ApiError::Lambda(Error {
                 kind: ErrorKind::TooManyRequests(reason),
                 message,
@@ -97,12 +96,10 @@ impl IntoResponse for ApiError {
                 let body = json!({ "Type": "User", "message": message, "Reason": reason.as_str() });
                 let mut response =
                     (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-                let headers = response.headers_mut();
-                headers.insert(
+                response.headers_mut().insert(
                     "x-amzn-ErrorType",
                     HeaderValue::from_static("TooManyRequestsException"),
                 );
-                headers.insert("Retry-After", HeaderValue::from_static(RETRY_AFTER_SECONDS));
                 response
             }
             ApiError::Lambda(err) => {

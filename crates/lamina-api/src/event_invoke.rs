@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lamina_core::Error;
-use lamina_core::arn::{FunctionRef, LATEST};
+use lamina_core::arn::{FunctionRef, LATEST, NameShape};
 use lamina_core::event_invoke::{EventInvokeConfig, EventInvokeInput};
 use lamina_store::{Change, Expect};
 use serde_json::{Value, json};
@@ -86,8 +86,16 @@ async fn write(
     replace: bool,
 ) -> ApiResult<Response> {
     let (name, qualifier) = target(state, function, query)?;
+    // A Put that sets nothing is refused before the function is looked up, as Lambda does.
+    let input: EventInvokeInput = parse_body(body)?;
+    if replace && input.is_empty() {
+        return Err(Error::invalid_parameter(
+            "You must specify at least one of error handling or destination setting.",
+        )
+        .into());
+    }
     let config = retrying!({
-        let input: EventInvokeInput = parse_body(body)?;
+        let input = input.clone();
         let generation = existing(state, &name, &qualifier).await?;
         let current = state.store.event_invoke_config(&name, &qualifier).await?;
         let config = match current {
@@ -178,7 +186,8 @@ pub async fn list(
     Path(function): Path<String>,
     Query(query): Query<QueryPairs>,
 ) -> ApiResult<Response> {
-    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let name =
+        FunctionRef::parse_as(&function, NameShape::Namespaced, &state.account)?.unqualified()?;
     load(&state, &name).await?;
     let limit = max_items_up_to(&query, 50)?;
     let mut configs = state.store.event_invoke_configs(&name).await?;

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use lamina_core::arn::{FunctionRef, LATEST};
+use lamina_core::arn::{FunctionRef, LATEST, NameShape};
 use lamina_core::function::{
     CodeRef, CreateFunction, Function, PublishVersion, UpdateFunctionCode,
     UpdateFunctionConfiguration, Version, new_revision_id,
@@ -114,6 +114,15 @@ async fn publish(
 pub async fn create(State(state): State<SharedState>, body: Bytes) -> ApiResult<Response> {
     let request: CreateFunction = parse_body(&body)?;
     let name = FunctionRef::parse(&request.function_name, &state.account)?.unqualified()?;
+    // The model allows 140 characters for the ARN forms; the name itself has 64, and Lambda
+    // reports that as a product limit.
+    if name.len() > 64 {
+        return Err(Error::invalid_parameter(format!(
+            "1 validation error detected: Value '{name}' at 'functionName' failed to satisfy \
+             constraint: Member must have length less than or equal to 64"
+        ))
+        .into());
+    }
     request.precheck()?;
     let zip = request.code.zip_bytes()?;
     let publish_first = request.publish;
@@ -253,7 +262,8 @@ pub async fn list_versions(
     Path(function): Path<String>,
     Query(query): Query<QueryPairs>,
 ) -> ApiResult<Response> {
-    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let name =
+        FunctionRef::parse_as(&function, NameShape::Namespaced, &state.account)?.unqualified()?;
     load(&state, &name).await?;
     let limit = max_items(&query)?;
     let after = match query.get("Marker").filter(|m| !m.is_empty()) {
@@ -381,9 +391,9 @@ pub async fn publish_version(
         if let Some(sha) = request.code_sha256.as_deref().filter(|s| !s.is_empty()) {
             let current = latest.code.code_sha256();
             if sha != current {
-                return Err(Error::precondition(format!(
+                return Err(Error::invalid_parameter(format!(
                     "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST \
-                     ({current}). Please try again with the current CodeSHA256."
+                     ({current}). Please try again with the CodeSHA256 in $LATEST."
                 ))
                 .into());
             }
@@ -410,6 +420,8 @@ pub async fn publish_version(
     Ok(json(StatusCode::CREATED, out))
 }
 
+/// DeleteFunction. With a qualifier it deletes one version, and, as in Lambda, a version that
+/// does not exist is already deleted: the answer is the same `204`.
 pub async fn delete(
     State(state): State<SharedState>,
     Path(function): Path<String>,
@@ -418,19 +430,30 @@ pub async fn delete(
     let function =
         FunctionRef::parse_with_qualifier(&function, query.get("Qualifier"), &state.account)?;
     let name = function.name.clone();
+    // What the qualifier names is decided before the function is looked up, as Lambda does.
+    let version = match function.qualifier.as_deref() {
+        None => None,
+        Some(LATEST) => {
+            return Err(Error::invalid_parameter(
+                "$LATEST version cannot be deleted without deleting the function.",
+            )
+            .into());
+        }
+        Some(alias) if validate::alias_name(alias).is_ok() => {
+            return Err(Error::invalid_parameter(
+                "Deletion of aliases is not currently supported.",
+            )
+            .into());
+        }
+        Some(version) => Some(version.to_owned()),
+    };
     retrying!({
         let (_, generation) = load(&state, &name).await?;
-        let changes = match function.qualifier.as_deref() {
+        let changes = match version.as_deref() {
             None => vec![Change::DeleteFunction],
-            Some(LATEST) => {
-                return Err(Error::invalid_parameter(
-                    "$LATEST version cannot be deleted without deleting the function.",
-                )
-                .into());
-            }
-            Some(version) if version.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(version) => {
                 if state.store.version(&name, version).await?.is_none() {
-                    return Err(function_not_found(&state, &name, Some(version)).into());
+                    return Ok(());
                 }
                 let users: Vec<String> = state
                     .store
@@ -454,12 +477,6 @@ pub async fn delete(
                     Change::DeleteProvisioned(version.to_owned()),
                     Change::DeleteEventInvokeConfig(version.to_owned()),
                 ]
-            }
-            Some(_) => {
-                return Err(Error::invalid_parameter(
-                    "Deletion of aliases is not supported by DeleteFunction; use DeleteAlias.",
-                )
-                .into());
             }
         };
         state

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use lamina_core::arn::{FunctionRef, LATEST};
+use lamina_core::arn::{FunctionRef, LATEST, NameShape};
 use lamina_core::concurrency::{self, ProvisionedConfig};
 use lamina_core::invoke::{ProvisionedState, ProvisionedStatus};
 use lamina_core::{Error, ErrorKind};
@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::functions::{function_not_found, load};
 use crate::{
-    ApiResult, ApiState, QueryPairs, SharedState, json, max_items_up_to, parse_body, retrying,
+    ApiError, ApiResult, ApiState, QueryPairs, SharedState, json, max_items_up_to, parse_body,
+    retrying,
 };
 
 fn unpublished() -> Error {
@@ -32,22 +33,51 @@ fn not_configured() -> Error {
 }
 
 /// The function and the qualifier a request names; the qualifier must be a version number or
-/// an alias.
-fn target(state: &ApiState, function: &str, query: &QueryPairs) -> ApiResult<(String, String)> {
-    let function =
-        FunctionRef::parse_with_qualifier(function, query.get("Qualifier"), &state.account)?;
-    match function.qualifier {
-        None => Err(Error::invalid_parameter(
+/// an alias. `$LATEST` is refused in Lambda's words, which differ for Put.
+fn target(
+    state: &ApiState,
+    function: &str,
+    query: &QueryPairs,
+    put: bool,
+) -> ApiResult<(String, String)> {
+    let function = FunctionRef::parse_with_qualifier_as(
+        function,
+        NameShape::Function,
+        query.get("Qualifier"),
+        &state.account,
+    )?;
+    let not_published = || {
+        Error::invalid_parameter(
             "The function resource provided must be an alias or a published version.",
         )
-        .into()),
-        Some(q) if q == LATEST => Err(unpublished().into()),
+    };
+    match function.qualifier {
+        None => Err(not_published().into()),
+        Some(q) if q == LATEST && put => Err(unpublished().into()),
+        Some(q) if q == LATEST => Err(not_published().into()),
         Some(q) => Ok((function.name, q)),
     }
 }
 
 fn is_version(qualifier: &str) -> bool {
     qualifier.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The version or alias a request names must exist, whether or not the function does; Lambda
+/// answers for the qualifier first ("Cannot find alias arn: …").
+async fn check_target(state: &ApiState, name: &str, qualifier: &str) -> ApiResult<()> {
+    if is_version(qualifier) {
+        if state.store.version(name, qualifier).await?.is_none() {
+            return Err(function_not_found(state, name, Some(qualifier)).into());
+        }
+    } else if state.store.alias(name, qualifier).await?.is_none() {
+        return Err(Error::not_found(format!(
+            "Cannot find alias arn: {}",
+            state.account.qualified_arn(name, qualifier)
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// The configuration as the API shows it, with the engine's progress on it.
@@ -84,7 +114,7 @@ pub async fn put(
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: PutProvisioned = parse_body(&body)?;
-    let (name, qualifier) = target(&state, &function, &query)?;
+    let (name, qualifier) = target(&state, &function, &query, true)?;
     let requested = u32::try_from(request.provisioned_concurrent_executions)
         .ok()
         .filter(|n| *n >= 1)
@@ -96,13 +126,11 @@ pub async fn put(
             ))
         })?;
     let config = retrying!({
+        check_target(&state, &name, &qualifier).await?;
         let (_, generation) = load(&state, &name).await?;
         let configs = state.store.provisioned(&name).await?;
         let has_config = |q: &str| configs.iter().any(|c| c.qualifier == q);
         if is_version(&qualifier) {
-            if state.store.version(&name, &qualifier).await?.is_none() {
-                return Err(function_not_found(&state, &name, Some(&qualifier)).into());
-            }
             let aliases = state.store.aliases(&name).await?;
             if aliases
                 .iter()
@@ -115,7 +143,7 @@ pub async fn put(
             }
         } else {
             let Some(alias) = state.store.alias(&name, &qualifier).await? else {
-                return Err(function_not_found(&state, &name, Some(&qualifier)).into());
+                return Err(ApiError::Retry);
             };
             if alias.function_version == LATEST {
                 return Err(unpublished().into());
@@ -163,7 +191,8 @@ pub async fn get_or_list(
     if query.get("List") == Some("ALL") {
         return list(&state, &function, &query).await;
     }
-    let (name, qualifier) = target(&state, &function, &query)?;
+    let (name, qualifier) = target(&state, &function, &query, false)?;
+    check_target(&state, &name, &qualifier).await?;
     load(&state, &name).await?;
     let config = state
         .store
@@ -209,8 +238,9 @@ pub async fn delete(
     Path(function): Path<String>,
     Query(query): Query<QueryPairs>,
 ) -> ApiResult<Response> {
-    let (name, qualifier) = target(&state, &function, &query)?;
+    let (name, qualifier) = target(&state, &function, &query, false)?;
     retrying!({
+        check_target(&state, &name, &qualifier).await?;
         let (_, generation) = load(&state, &name).await?;
         let configured = state
             .store
@@ -218,11 +248,9 @@ pub async fn delete(
             .await?
             .iter()
             .any(|c| c.qualifier == qualifier);
+        // Deleting what is not configured succeeds, as in Lambda.
         if !configured {
-            return Err(Error::not_found(
-                "No Provisioned Concurrency Config found for this function",
-            )
-            .into());
+            return Ok(());
         }
         state
             .store

@@ -43,6 +43,7 @@ pub fn configuration(v: &Version, account: &Account, qualifier: Option<&str>) ->
         "EphemeralStorage": { "Size": v.ephemeral_storage },
         "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
         "LoggingConfig": logging,
+        "RuntimeVersionConfig": { "RuntimeVersionArn": runtime_version_arn(&v.runtime, account) },
     });
     if let Some(variables) = &v.environment {
         out["Environment"] = json!({ "Variables": variables });
@@ -61,6 +62,15 @@ pub fn configuration(v: &Version, account: &Account, qualifier: Option<&str>) ->
         out["KMSKeyArn"] = json!(kms);
     }
     out
+}
+
+/// The ARN of the runtime version a function runs on, in Lambda's form
+/// (`arn:aws:lambda:<region>::runtime:<64 hex digits>`). Lamina has one version of each
+/// runtime, so the id is derived from the runtime's name: stable across calls and restarts.
+fn runtime_version_arn(runtime: &str, account: &Account) -> String {
+    use sha2::Digest;
+    let id = hex::encode(sha2::Sha256::digest(runtime.as_bytes()));
+    format!("arn:aws:lambda:{}::runtime:{id}", account.region)
 }
 
 /// `AliasConfiguration`.

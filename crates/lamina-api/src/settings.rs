@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use lamina_core::arn::FunctionRef;
+use lamina_core::arn::{FunctionRef, NameShape};
 use lamina_core::function::{Function, RecursiveLoop};
 use lamina_core::{Error, concurrency, validate};
 use lamina_store::{Change, Expect};
@@ -18,13 +18,16 @@ use crate::functions::load;
 use crate::retrying;
 use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, parse_body};
 
+/// `TaggableResource` of the API model, as Lambda quotes it.
+const TAGGABLE_RESOURCE: &str = r"arn:(aws[a-zA-Z-]*):lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:(function:[a-zA-Z0-9-_]+(:(\$LATEST|[a-zA-Z0-9-_]+))?|code-signing-config:csc-[a-z0-9]{17}|event-source-mapping:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|(capacity-provider|network-connector):[a-zA-Z0-9-_]{1,64})";
+
 /// The function a tagging ARN names. Only function ARNs are taggable here, and never a version
 /// or alias, as in Lambda.
 fn tagged_function(state: &ApiState, resource: &str) -> ApiResult<String> {
     if !resource.starts_with("arn:") || !resource.contains(":function:") {
         return Err(Error::validation(format!(
             "1 validation error detected: Value '{resource}' at 'resource' failed to satisfy \
-             constraint: Member must be the ARN of a function"
+             constraint: Member must satisfy regular expression pattern: {TAGGABLE_RESOURCE}"
         ))
         .into());
     }
@@ -86,6 +89,14 @@ pub async fn untag(
 ) -> ApiResult<Response> {
     let name = tagged_function(&state, &resource)?;
     let keys = query.all("tagKeys");
+    // `TagKeys` is required; botocore sends an empty list as no parameter at all.
+    if keys.is_empty() {
+        return Err(Error::validation(
+            "1 validation error detected: Value null at 'tagKeys' failed to satisfy constraint: \
+             Member must not be null",
+        )
+        .into());
+    }
     change_function(&state, &name, |function| {
         for key in &keys {
             function.tags.remove(key);
@@ -175,6 +186,11 @@ struct PutRecursion {
     recursive_loop: String,
 }
 
+/// The recursion configuration takes `UnqualifiedFunctionName`: its pattern has no qualifier.
+fn unqualified_name(state: &ApiState, function: &str) -> ApiResult<String> {
+    Ok(FunctionRef::parse_as(function, NameShape::Unqualified, &state.account)?.name)
+}
+
 /// PutFunctionRecursionConfig (`PUT /2024-08-31/functions/{name}/recursion-config`).
 pub async fn put_recursion(
     State(state): State<SharedState>,
@@ -183,7 +199,7 @@ pub async fn put_recursion(
 ) -> ApiResult<Response> {
     let request: PutRecursion = parse_body(&body)?;
     let recursive_loop = RecursiveLoop::parse(&request.recursive_loop)?;
-    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let name = unqualified_name(&state, &function)?;
     change_function(&state, &name, |function| {
         function.recursive_loop = recursive_loop;
         Ok(())
@@ -200,7 +216,7 @@ pub async fn get_recursion(
     State(state): State<SharedState>,
     Path(function): Path<String>,
 ) -> ApiResult<Response> {
-    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let name = unqualified_name(&state, &function)?;
     let (function, _) = load(&state, &name).await?;
     Ok(json(
         StatusCode::OK,

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lamina_core::Error;
-use lamina_core::arn::{FunctionRef, LATEST};
+use lamina_core::arn::{FunctionRef, NameShape};
 use lamina_core::url::{CreateUrl, UpdateUrl, UrlConfig, new_url_id};
 use lamina_store::{Change, Expect};
 use serde_json::{Value, json};
@@ -26,28 +26,33 @@ fn target(
     function: &str,
     query: &QueryPairs,
 ) -> ApiResult<(String, Option<String>)> {
-    let function =
-        FunctionRef::parse_with_qualifier(function, query.get("Qualifier"), &state.account)?;
-    if let Some(qualifier) = &function.qualifier
-        && (qualifier == LATEST || qualifier.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(Error::validation(format!(
-            "1 validation error detected: Value '{qualifier}' at 'qualifier' failed to satisfy \
-             constraint: Member must satisfy regular expression pattern: \
-             ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
-        ))
-        .into());
-    }
+    // The URL shapes take no version: `$LATEST` and numbers break their patterns.
+    let function = FunctionRef::parse_with_qualifier_as(
+        function,
+        NameShape::Url,
+        query.get("Qualifier"),
+        &state.account,
+    )?;
     Ok((function.name, function.qualifier))
 }
 
+/// Which members a response carries besides those every one has.
+#[derive(Clone, Copy)]
+struct Shown {
+    /// `LastModifiedTime`: all but CreateFunctionUrlConfig's answer.
+    last_modified: bool,
+    /// `InvokeMode`: Get and List always show it; Create and Update echo it only when the
+    /// request set it, as Lambda's answers do.
+    invoke_mode: bool,
+}
+
+const READ: Shown = Shown {
+    last_modified: true,
+    invoke_mode: true,
+};
+
 /// The configuration as the API shows it.
-pub(crate) fn render(
-    state: &ApiState,
-    function: &str,
-    config: &UrlConfig,
-    with_modified: bool,
-) -> Value {
+fn render(state: &ApiState, function: &str, config: &UrlConfig, shown: Shown) -> Value {
     let arn = match &config.qualifier {
         Some(q) => state.account.qualified_arn(function, q),
         None => state.account.function_arn(function),
@@ -57,12 +62,14 @@ pub(crate) fn render(
         "FunctionArn": arn,
         "AuthType": config.auth_type.as_str(),
         "CreationTime": config.creation_time,
-        "InvokeMode": config.invoke_mode.as_str(),
     });
+    if shown.invoke_mode {
+        out["InvokeMode"] = json!(config.invoke_mode.as_str());
+    }
     if let Some(cors) = &config.cors {
         out["Cors"] = json!(cors);
     }
-    if with_modified {
+    if shown.last_modified {
         out["LastModifiedTime"] = json!(config.last_modified_time);
     }
     out
@@ -79,8 +86,10 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     let (name, qualifier) = target(&state, &function, &query)?;
+    let mut invoke_mode_set = false;
     let config = retrying!({
         let request: CreateUrl = parse_body(&body)?;
+        invoke_mode_set = request.invoke_mode.is_some();
         // The request is checked before anything is looked up, as Lambda does.
         let config = UrlConfig::create(request, new_url_id(), qualifier.clone(), &now())?;
         let (_, generation) = load(&state, &name).await?;
@@ -116,9 +125,13 @@ pub async fn create(
         Ok(config)
     })?;
     tracing::info!(function = %name, url = %state.urls.url_of(&config.url_id), "function URL created");
+    let shown = Shown {
+        last_modified: false,
+        invoke_mode: invoke_mode_set,
+    };
     Ok(json(
         StatusCode::CREATED,
-        render(&state, &name, &config, false),
+        render(&state, &name, &config, shown),
     ))
 }
 
@@ -134,7 +147,7 @@ pub async fn get(
         .url(&name, qualifier.as_deref())
         .await?
         .ok_or_else(not_found)?;
-    Ok(json(StatusCode::OK, render(&state, &name, &config, true)))
+    Ok(json(StatusCode::OK, render(&state, &name, &config, READ)))
 }
 
 pub async fn update(
@@ -144,8 +157,10 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult<Response> {
     let (name, qualifier) = target(&state, &function, &query)?;
+    let mut invoke_mode_set = false;
     let config = retrying!({
         let request: UpdateUrl = parse_body(&body)?;
+        invoke_mode_set = request.invoke_mode.is_some();
         let (_, generation) = load(&state, &name).await?;
         let mut config = state
             .store
@@ -163,7 +178,11 @@ pub async fn update(
             .await?;
         Ok(config)
     })?;
-    Ok(json(StatusCode::OK, render(&state, &name, &config, true)))
+    let shown = Shown {
+        last_modified: true,
+        invoke_mode: invoke_mode_set,
+    };
+    Ok(json(StatusCode::OK, render(&state, &name, &config, shown)))
 }
 
 pub async fn delete(
@@ -200,7 +219,7 @@ pub async fn list(
     Path(function): Path<String>,
     Query(query): Query<QueryPairs>,
 ) -> ApiResult<Response> {
-    let name = FunctionRef::parse(&function, &state.account)?.unqualified()?;
+    let name = FunctionRef::parse_as(&function, NameShape::Url, &state.account)?.unqualified()?;
     load(&state, &name).await?;
     let limit = max_items_up_to(&query, 50)?;
     let mut configs = state.store.urls(&name).await?;
@@ -215,7 +234,7 @@ pub async fn list(
     let mut out = json!({
         "FunctionUrlConfigs": page
             .iter()
-            .map(|c| render(&state, &name, c, true))
+            .map(|c| render(&state, &name, c, READ))
             .collect::<Vec<_>>(),
     });
     if configs.len() > limit {

@@ -1,6 +1,10 @@
 //! Naming functions: the forms a client may use for one (`name`, `name:qualifier`, a partial ARN,
 //! a full ARN) and the ARNs Lamina hands back.
 
+use std::sync::LazyLock;
+
+use regex_lite::Regex;
+
 use crate::{Error, Result};
 
 /// The version every function has: its mutable, unpublished state.
@@ -26,6 +30,120 @@ impl Account {
     }
 }
 
+/// The model's shapes for a function's name: each operation takes one, and Lambda quotes its
+/// pattern when a name does not match it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameShape {
+    /// `FunctionName`: CreateFunction, the updates, PublishVersion, aliases, concurrency and
+    /// provisioned concurrency.
+    Function,
+    /// `NamespacedFunctionName`: GetFunction(Configuration), DeleteFunction, Invoke, policies,
+    /// event invoke configurations, ListVersionsByFunction.
+    Namespaced,
+    /// `FunctionUrlFunctionName`: the function URL configurations; a qualifier is an alias.
+    Url,
+    /// `UnqualifiedFunctionName`: the recursion configuration.
+    Unqualified,
+}
+
+/// `Qualifier`, the query parameter of provisioned concurrency.
+const PROVISIONED_QUALIFIER: &str = "(|[a-zA-Z0-9$_-]+)";
+/// `NumericLatestPublishedOrAliasQualifier`, the query parameter of the other operations.
+const QUALIFIER: &str = r"\$(LATEST(\.PUBLISHED)?)|[a-zA-Z0-9-_$]+";
+/// `FunctionUrlQualifier`.
+const URL_QUALIFIER: &str = r"((?!^\d+$)^[0-9a-zA-Z-_]+$)";
+
+impl NameShape {
+    /// The model's pattern, as Lambda quotes it.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Self::Function => {
+                r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
+            }
+            Self::Namespaced => {
+                r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_]+))?"
+            }
+            Self::Url => {
+                r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?([a-zA-Z0-9-_]{1,64})(:((?!\d+$)[0-9a-zA-Z-_]+))?"
+            }
+            Self::Unqualified => {
+                r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?([a-zA-Z0-9-_]+)"
+            }
+        }
+    }
+
+    fn max_length(self) -> usize {
+        match self {
+            Self::Namespaced => 256,
+            _ => 140,
+        }
+    }
+
+    /// The same pattern in a form `regex_lite` compiles (it has no look-ahead), anchored, with
+    /// named groups. The URL shape's "not all digits" rule is checked after matching.
+    fn matcher(self) -> &'static Regex {
+        static MATCHERS: LazyLock<[Regex; 4]> = LazyLock::new(|| {
+            let build = |name: &str, qualifier: &str| {
+                Regex::new(&format!(
+                    r"^(arn:(aws[a-zA-Z-]*)?:lambda:)?((?<region>(eusc-)?[a-z]{{2}}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{{1}}):)?((?<account>\d{{12}}):)?(function:)?(?<name>{name}){qualifier}$"
+                ))
+                .expect("a valid pattern")
+            };
+            [
+                build(
+                    r"[a-zA-Z0-9-_]+",
+                    r"(:(?<qualifier>\$LATEST|[a-zA-Z0-9-_]+))?",
+                ),
+                build(
+                    r"[a-zA-Z0-9-_\.]+",
+                    r"(:(?<qualifier>\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_]+))?",
+                ),
+                build(r"[a-zA-Z0-9-_]{1,64}", r"(:(?<qualifier>[0-9a-zA-Z-_]+))?"),
+                build(r"[a-zA-Z0-9-_]+", ""),
+            ]
+        });
+        &MATCHERS[self as usize]
+    }
+
+    /// Checks a `Qualifier` query parameter against the shape the operation takes.
+    fn check_qualifier(self, qualifier: &str) -> Result<()> {
+        let alias_chars = |q: &str| {
+            q.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let (valid, pattern) = match self {
+            Self::Function => (
+                qualifier
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"$_-".contains(&b)),
+                PROVISIONED_QUALIFIER,
+            ),
+            Self::Url => (
+                alias_chars(qualifier) && !qualifier.bytes().all(|b| b.is_ascii_digit()),
+                URL_QUALIFIER,
+            ),
+            Self::Namespaced | Self::Unqualified => (
+                qualifier == LATEST
+                    || qualifier == LATEST_PUBLISHED
+                    || qualifier
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_$".contains(&b)),
+                QUALIFIER,
+            ),
+        };
+        if qualifier.len() > 128 {
+            return Err(too_long("qualifier", qualifier, 128));
+        }
+        if !valid {
+            return Err(bad_pattern("qualifier", qualifier, pattern));
+        }
+        Ok(())
+    }
+}
+
+/// The newest published version, a qualifier of the current model (Lamina resolves none yet).
+pub const LATEST_PUBLISHED: &str = "$LATEST.PUBLISHED";
+
 /// A function as a request names it, before the qualifier is resolved to a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRef {
@@ -34,43 +152,39 @@ pub struct FunctionRef {
 }
 
 impl FunctionRef {
-    /// Parses any of the four forms Lambda accepts. `account` rejects ARNs of another account,
-    /// which this platform cannot hold. The region of an ARN is not checked: clients sign
-    /// requests for whichever region they are configured with, and one Lamina serves them all.
+    /// Parses a name as the `FunctionName` shape takes it; see [`FunctionRef::parse_as`].
     pub fn parse(input: &str, account: &Account) -> Result<Self> {
-        let parts: Vec<&str> = input.split(':').collect();
-        let (name, qualifier, owner) = match parts.as_slice() {
-            [name] => (*name, None, None),
-            [name, qualifier] => (*name, Some(*qualifier), None),
-            [owner, "function", name] => (*name, None, Some(*owner)),
-            [owner, "function", name, qualifier] => (*name, Some(*qualifier), Some(*owner)),
-            ["arn", partition, "lambda", _region, owner, "function", name]
-                if partition.starts_with("aws") =>
-            {
-                (*name, None, Some(*owner))
-            }
-            [
-                "arn",
-                partition,
-                "lambda",
-                _region,
-                owner,
-                "function",
-                name,
-                qualifier,
-            ] if partition.starts_with("aws") => (*name, Some(*qualifier), Some(*owner)),
-            _ => return Err(bad_function_name(input)),
-        };
-        if !is_function_name(name) {
-            return Err(bad_function_name(input));
+        Self::parse_as(input, NameShape::Function, account)
+    }
+
+    /// Parses any of the forms Lambda accepts (name, `name:qualifier`, partial ARN, full ARN)
+    /// against the model's pattern for `shape`. An ARN of another account is not found (this
+    /// platform holds one account); one of another region is not found either, with Lambda's
+    /// words, since every ARN Lamina hands out names its own region.
+    pub fn parse_as(input: &str, shape: NameShape, account: &Account) -> Result<Self> {
+        if input.chars().count() > shape.max_length() {
+            return Err(too_long("functionName", input, shape.max_length()));
         }
-        if let Some(qualifier) = qualifier
-            && !is_qualifier(qualifier)
+        let captures = shape
+            .matcher()
+            .captures(input)
+            .filter(|c| {
+                shape != NameShape::Url
+                    || c.name("qualifier")
+                        .is_none_or(|q| !q.as_str().bytes().all(|b| b.is_ascii_digit()))
+            })
+            .ok_or_else(|| bad_pattern("functionName", input, shape.pattern()))?;
+        if let Some(region) = captures.name("region")
+            && region.as_str() != account.region
         {
-            return Err(bad_function_name(input));
+            return Err(Error::not_found(format!(
+                "Functions from '{}' are not reachable in this region ('{}')",
+                region.as_str(),
+                account.region
+            )));
         }
-        if let Some(owner) = owner
-            && owner != account.account_id
+        if let Some(owner) = captures.name("account")
+            && owner.as_str() != account.account_id
         {
             return Err(Error::not_found(format!(
                 "Function not found: {input} (this platform's account is {})",
@@ -78,31 +192,39 @@ impl FunctionRef {
             )));
         }
         Ok(Self {
-            name: name.to_owned(),
-            qualifier: qualifier.map(str::to_owned),
+            name: captures["name"].to_owned(),
+            qualifier: captures.name("qualifier").map(|q| q.as_str().to_owned()),
         })
     }
 
-    /// Parses the path's function name and merges the `Qualifier` query parameter into it;
-    /// the two must agree when both are given.
+    /// Parses the path's function name (`NamespacedFunctionName`) and merges the `Qualifier`
+    /// query parameter into it; see [`FunctionRef::parse_with_qualifier_as`].
     pub fn parse_with_qualifier(
         input: &str,
         qualifier: Option<&str>,
         account: &Account,
     ) -> Result<Self> {
-        let mut function = Self::parse(input, account)?;
+        Self::parse_with_qualifier_as(input, NameShape::Namespaced, qualifier, account)
+    }
+
+    /// Parses the path's function name and merges the `Qualifier` query parameter into it; the
+    /// two must agree when both are given. The query parameter is checked against the shape
+    /// the operation takes for it: `Qualifier` with [`NameShape::Function`] (provisioned
+    /// concurrency), `FunctionUrlQualifier` with [`NameShape::Url`], else
+    /// `NumericLatestPublishedOrAliasQualifier`.
+    pub fn parse_with_qualifier_as(
+        input: &str,
+        shape: NameShape,
+        qualifier: Option<&str>,
+        account: &Account,
+    ) -> Result<Self> {
+        if let Some(q) = qualifier.filter(|q| !q.is_empty()) {
+            shape.check_qualifier(q)?;
+        }
+        let mut function = Self::parse_as(input, shape, account)?;
         match (function.qualifier.as_deref(), qualifier) {
             (_, None) | (_, Some("")) => {}
-            (None, Some(q)) => {
-                if !is_qualifier(q) {
-                    return Err(Error::validation(format!(
-                        "1 validation error detected: Value '{q}' at 'qualifier' failed to \
-                         satisfy constraint: Member must satisfy regular expression pattern: \
-                         (|[a-zA-Z0-9$_-]+)"
-                    )));
-                }
-                function.qualifier = Some(q.to_owned());
-            }
+            (None, Some(q)) => function.qualifier = Some(q.to_owned()),
             (Some(derived), Some(q)) if derived == q => {}
             (Some(_), Some(_)) => {
                 return Err(Error::invalid_parameter(
@@ -125,29 +247,17 @@ impl FunctionRef {
     }
 }
 
-/// `[a-zA-Z0-9-_]{1,64}`: the name part of every function identifier.
-pub fn is_function_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// `$LATEST`, a version number or an alias name.
-pub fn is_qualifier(qualifier: &str) -> bool {
-    qualifier == LATEST
-        || ((1..=128).contains(&qualifier.len())
-            && qualifier
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-}
-
-fn bad_function_name(input: &str) -> Error {
+fn bad_pattern(member: &str, value: &str, pattern: &str) -> Error {
     Error::validation(format!(
-        "1 validation error detected: Value '{input}' at 'functionName' failed to satisfy \
-         constraint: Member must satisfy regular expression pattern: \
-         (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{{2}}(-gov)?-[a-z]+-\\d{{1}}:)?(\\d{{12}}:)?\
-         (function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?"
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy \
+         constraint: Member must satisfy regular expression pattern: {pattern}"
+    ))
+}
+
+fn too_long(member: &str, value: &str, max: usize) -> Error {
+    Error::validation(format!(
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy \
+         constraint: Member must have length less than or equal to {max}"
     ))
 }
 
@@ -180,9 +290,10 @@ mod tests {
                 ("fn", None),
             ),
             (
-                "arn:aws:lambda:eu-west-1:000000000000:function:fn:live",
+                "arn:aws:lambda:us-east-1:000000000000:function:fn:live",
                 ("fn", Some("live")),
             ),
+            ("function:fn", ("fn", None)),
         ];
         for (input, (name, qualifier)) in cases {
             assert_eq!(
@@ -201,7 +312,9 @@ mod tests {
             "fn:",
             "arn:aws:s3:::bucket",
             "a:b:c",
-            &"x".repeat(65),
+            "function:fn:$LATEST:extra",
+            "arn:aws:lambda::000000000000:function:fn",
+            &"x".repeat(141),
         ] {
             assert_eq!(
                 parse(input).unwrap_err().kind,
@@ -209,6 +322,71 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn another_regions_arn_is_not_found_as_lambda_words_it() {
+        let err = parse("arn:aws:lambda:eu-west-1:000000000000:function:fn").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ResourceNotFound);
+        assert_eq!(
+            err.message,
+            "Functions from 'eu-west-1' are not reachable in this region ('us-east-1')"
+        );
+        let malformed = parse("arn:aws:lambda:invalid-region:000000000000:function:fn");
+        assert_eq!(malformed.unwrap_err().kind, ErrorKind::Validation);
+    }
+
+    #[test]
+    fn each_shape_quotes_its_own_pattern() {
+        let a = account();
+        let message = |shape| {
+            FunctionRef::parse_as("fn!", shape, &a)
+                .unwrap_err()
+                .message
+                .rsplit_once(": ")
+                .map(|(_, pattern)| pattern.to_owned())
+                .unwrap()
+        };
+        for shape in [
+            NameShape::Function,
+            NameShape::Namespaced,
+            NameShape::Url,
+            NameShape::Unqualified,
+        ] {
+            assert_eq!(message(shape), shape.pattern());
+        }
+        // Only the namespaced shape takes `$LATEST.PUBLISHED` and dots.
+        assert!(FunctionRef::parse_as("fn:$LATEST.PUBLISHED", NameShape::Namespaced, &a).is_ok());
+        assert!(FunctionRef::parse_as("fn:$LATEST.PUBLISHED", NameShape::Function, &a).is_err());
+        assert!(FunctionRef::parse_as("fn:1", NameShape::Url, &a).is_err());
+        assert!(FunctionRef::parse_as("fn:live", NameShape::Unqualified, &a).is_err());
+    }
+
+    #[test]
+    fn query_qualifiers_follow_their_shape() {
+        let a = account();
+        let q = |shape, q| FunctionRef::parse_with_qualifier_as("fn", shape, Some(q), &a);
+        // A wrongly cased `$LATEST` is well-formed: it names nothing, so it is not found later.
+        assert_eq!(
+            q(NameShape::Namespaced, "$latest")
+                .unwrap()
+                .qualifier
+                .as_deref(),
+            Some("$latest")
+        );
+        let err = q(NameShape::Namespaced, "bad!").unwrap_err();
+        assert!(
+            err.message
+                .ends_with(r"\$(LATEST(\.PUBLISHED)?)|[a-zA-Z0-9-_$]+")
+        );
+        assert_eq!(
+            q(NameShape::Url, "7").unwrap_err().kind,
+            ErrorKind::Validation
+        );
+        assert_eq!(
+            q(NameShape::Namespaced, &"a".repeat(129)).unwrap_err().kind,
+            ErrorKind::Validation
+        );
     }
 
     #[test]

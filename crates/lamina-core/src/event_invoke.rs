@@ -27,7 +27,7 @@ pub struct EventInvokeConfig {
 }
 
 /// The body of Put/UpdateFunctionEventInvokeConfig.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EventInvokeInput {
     pub maximum_retry_attempts: Option<i64>,
@@ -35,14 +35,23 @@ pub struct EventInvokeInput {
     pub destination_config: Option<DestinationInput>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+impl EventInvokeInput {
+    /// Whether the request sets none of the error handling and destination settings.
+    pub fn is_empty(&self) -> bool {
+        self.maximum_retry_attempts.is_none()
+            && self.maximum_event_age_in_seconds.is_none()
+            && self.destination_config.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DestinationInput {
     pub on_success: Option<OnDestination>,
     pub on_failure: Option<OnDestination>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OnDestination {
     pub destination: Option<String>,

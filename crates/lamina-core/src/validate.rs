@@ -97,12 +97,18 @@ pub const RESERVED_ENVIRONMENT_KEYS: &[&str] = &[
     "LAMBDA_RUNTIME_DIR",
 ];
 
+/// A pattern of the API model: the regex it is matched with, and the model's text, which is what
+/// Lambda quotes. They differ only where the model uses look-ahead, which `regex_lite` lacks;
+/// the look-ahead is then checked by the caller.
 macro_rules! pattern {
     ($name:ident, $re:literal) => {
+        pattern!($name, $re, $re);
+    };
+    ($name:ident, $re:literal, $quoted:literal) => {
         static $name: LazyLock<(Regex, &'static str)> = LazyLock::new(|| {
             (
                 Regex::new(concat!("^(?:", $re, ")$")).expect("valid pattern"),
-                $re,
+                $quoted,
             )
         });
     };
@@ -114,16 +120,16 @@ pattern!(
 );
 pattern!(HANDLER, r"[^\s]+");
 pattern!(ENV_KEY, r"[a-zA-Z]([a-zA-Z0-9_])+");
-pattern!(ALIAS, r"[a-zA-Z0-9-_]+");
-pattern!(VERSION, r"\$LATEST|[0-9]+");
-pattern!(RESOURCE_ARN, r"arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*");
+pattern!(ALIAS, r"[a-zA-Z0-9-_]+", r"(?!^[0-9]+$)([a-zA-Z0-9-_]+)");
+pattern!(VERSION, r"(\$LATEST(\.PUBLISHED)?|[0-9]+)");
+pattern!(RESOURCE_ARN, r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()");
 pattern!(
     LAYER_ARN,
-    r"arn:(aws[a-zA-Z-]*)?:lambda:[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+"
+    r"((arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+)|(arn:[a-zA-Z0-9-]+:lambda:::awslayer:[a-zA-Z0-9-_]+))"
 );
 pattern!(LOG_GROUP, r"[\.\-_/#A-Za-z0-9]+");
-pattern!(STATEMENT_ID, r"[a-zA-Z0-9-_.]+");
-pattern!(ACTION, r"lambda:[*]|lambda:[a-zA-Z]+|[*]");
+pattern!(STATEMENT_ID, r"([a-zA-Z0-9-_]+)");
+pattern!(ACTION, r"(lambda:[*]|lambda:[a-zA-Z]+|[*])");
 pattern!(PRINCIPAL, r"[^\s]+");
 
 fn matches(pattern: &LazyLock<(Regex, &'static str)>, member: &str, value: &str) -> Result<()> {
@@ -233,7 +239,7 @@ pub fn tags(tags: &BTreeMap<String, String>) -> Result<()> {
                 "1 validation error detected: Value '{key}' at 'tags' failed to satisfy \
                  constraint: Map keys must satisfy constraint: [Member must have length less \
                  than or equal to 128, Member must have length greater than or equal to 1, \
-                 Member must satisfy regular expression pattern: [\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*]"
+                 Member must satisfy regular expression pattern: ([\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*)]"
             )));
         }
         if key.starts_with("aws:") {
@@ -246,7 +252,7 @@ pub fn tags(tags: &BTreeMap<String, String>) -> Result<()> {
                 "1 validation error detected: Value '{value}' at 'tags' failed to satisfy \
                  constraint: Map values must satisfy constraint: [Member must have length less \
                  than or equal to 256, Member must satisfy regular expression pattern: \
-                 [\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*]"
+                 ([\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*)]"
             )));
         }
     }
@@ -372,7 +378,8 @@ pub fn alias_name(name: &str) -> Result<()> {
     if name.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::validation(format!(
             "1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: \
-             Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
+             Member must satisfy regular expression pattern: {}",
+            ALIAS.1
         )));
     }
     Ok(())
@@ -392,7 +399,9 @@ pub fn alias(alias: &Alias) -> Result<()> {
             return Err(Error::validation(format!(
                 "1 validation error detected: Value '{version}' at \
                  'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map keys \
-                 must satisfy constraint: [Member must satisfy regular expression pattern: [0-9]+]"
+                 must satisfy constraint: [Member must have length less than or equal to 1024, \
+                 Member must have length greater than or equal to 1, Member must satisfy regular \
+                 expression pattern: [0-9]+]"
             )));
         }
         if !(0.0..=1.0).contains(weight) {
