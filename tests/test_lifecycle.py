@@ -195,3 +195,17 @@ def test_text_logs_have_no_colour_codes_when_not_a_terminal(tmp_path):
     text = log.read_text()
     assert "lamina is listening" in text and "lamina stopped" in text
     assert "\x1b[" not in text, text
+
+
+def test_sandboxes_are_built_ahead_at_start(fresh_server):
+    """The first cold start after a start finds its sandbox built: one of each default kind
+    (the plain one, each interpreter's zygote) is built in the background once the server
+    listens, before any function exists."""
+    from conftest import metrics, wait_for
+
+    fresh_server.start()
+    ready = wait_for(lambda: int(metrics(fresh_server)["lamina_sandboxes_ready"]) >= 3, 30)
+    assert ready, metrics(fresh_server)["lamina_sandboxes_ready"]
+    lam = fresh_server.client()
+    name = create(lam)["FunctionName"]
+    assert lam.invoke(FunctionName=name, Payload=b"{}")["StatusCode"] == 200

@@ -232,6 +232,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = idle_rss.max(memory::rss(lamina.pid()));
 
+    // The very first cold start on a new data directory, a moment after the server is ready
+    // (the idle measurement above): what a new user's first invocation costs.
+    let first_cold = first_cold_start(&lamina).await?;
     create_cold_functions(&lamina, &noop).await?;
 
     // Warm latency and throughput, each level beside the floor at the same concurrency.
@@ -394,6 +397,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }),
         );
     }
+    eprintln!(
+        "first cold start on a new server (python3.11): {:.2} ms",
+        millis(first_cold)
+    );
+    report.rows.push(Row::plain(
+        "first cold start on a new data directory, python3.11, 0.3 s after ready",
+        format!("{:.2} ms", millis(first_cold)),
+    ));
+    cold_json.insert("first_ever_python_ms".into(), json!(millis(first_cold)));
     report
         .json
         .insert("cold_start".into(), Value::Object(cold_json));
@@ -667,6 +679,31 @@ async fn create_cold_functions(lamina: &Lamina, noop: &[u8]) -> anyhow::Result<(
         eprintln!("no Node.js function: {err:#}");
     }
     Ok(())
+}
+
+/// The client-observed time of the first invocation of the first function a server ever ran.
+async fn first_cold_start(lamina: &Lamina) -> anyhow::Result<Duration> {
+    let name = "bench-first";
+    lamina
+        .create_function(
+            name,
+            "python3.11",
+            "index.handler",
+            &zip(&[("index.py", PYTHON_NOOP.as_bytes(), 0o644)])?,
+        )
+        .await?;
+    let request = lamina.invocation(name, "{}")?;
+    let mut connection = Connection::open(lamina.address).await?;
+    let sent = Instant::now();
+    let answer = connection.send(&request).await?;
+    let took = sent.elapsed();
+    if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
+        anyhow::bail!(
+            "the first invocation failed: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(took)
 }
 
 /// Cold starts of `function`, p50 and min: each sample follows a configuration change, so it

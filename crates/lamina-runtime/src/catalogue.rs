@@ -81,6 +81,20 @@ impl Catalogue {
         self.launches.get(runtime)
     }
 
+    /// Every interpreter launch (program and arguments), once each: the zygotes sandboxes
+    /// can be built with.
+    pub fn zygotes(&self) -> impl Iterator<Item = (String, Vec<String>)> + '_ {
+        let mut seen = std::collections::BTreeSet::new();
+        self.launches
+            .values()
+            .filter_map(move |launch| match launch {
+                Launch::Interpreter { program, args } if seen.insert(program.clone()) => {
+                    Some((program.clone(), args.clone()))
+                }
+                _ => None,
+            })
+    }
+
     /// The runtimes offered to CreateFunction.
     pub fn runtimes(&self) -> Runtimes {
         Runtimes(self.launches.keys().cloned().collect())

@@ -14,6 +14,9 @@ use lamina_sandbox::{Cgroup, Sandbox, SandboxSpec, Workload};
 
 use crate::instance::{Host, RUNTIME_API_PORT, SANDBOX_UID, StartError, limits};
 
+/// Lambda's default `EphemeralStorage`, in MB.
+const DEFAULT_TMP_MB: u32 = 512;
+
 /// What a sandbox is built as before it has a function. Sandboxes of one blueprint are
 /// interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -261,6 +264,60 @@ impl SandboxPool {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&blueprint);
+        });
+    }
+
+    /// Builds one sandbox of each kind a function gets by default — each interpreter's
+    /// zygote and the plain kind, with Lambda's default `/tmp` — in the background, so that
+    /// the first cold start after the server starts (even the first on a new data directory,
+    /// whose `/tmp` image this makes) finds one built. The pool tops a kind up to its size
+    /// once the kind is used.
+    pub fn prewarm(host: &Arc<Host>) {
+        if host.sandboxes.size == 0 {
+            return;
+        }
+        let blueprints: Vec<Blueprint> = std::iter::once(None)
+            .chain(host.catalogue.zygotes().map(Some))
+            .map(|zygote| Blueprint {
+                zygote,
+                tmp_mb: DEFAULT_TMP_MB,
+            })
+            .collect();
+        let host = host.clone();
+        tokio::task::spawn_blocking(move || {
+            let pool = &host.sandboxes;
+            for blueprint in blueprints {
+                let claimed = pool
+                    .filling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(blueprint.clone());
+                if !claimed {
+                    continue;
+                }
+                let empty = pool
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&blueprint)
+                    .is_none_or(Vec::is_empty);
+                if empty {
+                    match build(&host, &blueprint) {
+                        Ok(built) => pool
+                            .ready
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(blueprint.clone())
+                            .or_default()
+                            .push(built),
+                        Err(err) => tracing::warn!(%err, "building a sandbox ahead at start"),
+                    }
+                }
+                pool.filling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&blueprint);
+            }
         });
     }
 

@@ -86,7 +86,10 @@ impl Engine {
                 }
             });
         }
-        let invoker = Invoker::new(store.clone(), code, Arc::new(host), account, settings);
+        let host = Arc::new(host);
+        // Built now, in the background: the first cold start need not build its sandbox.
+        SandboxPool::prewarm(&host);
+        let invoker = Invoker::new(store.clone(), code, host, account, settings);
         let weak = Arc::downgrade(&invoker);
         store.observe(move |function| {
             if let Some(invoker) = weak.upgrade() {
