@@ -382,6 +382,7 @@ def test_an_sdk_speaking_the_query_protocol_works_unchanged(server):
     assert seen["dlq_tags"] == {"made-by": "legacy"} and seen["tags"] == {"team": "legacy"}
     assert seen["dead_letter_sources"] == [seen["queue_url"]]
     assert seen["left"] == []
+    assert "<Name>VisibilityTimeout</Name><Value>1</Value>" in seen["presigned"], seen["presigned"]
 
 
 def test_a_query_request_may_address_its_queue_by_url(server, sqs):
@@ -419,3 +420,64 @@ def test_a_query_request_may_address_its_queue_by_url(server, sqs):
     assert status == 400 and "<Code>AWS.SimpleQueueService.NonExistentQueue</Code>" in body, body
     status, _, body = post(server.url + "/", {"QueueName": name})
     assert status == 400 and "<Code>MissingAction</Code>" in body, body
+
+
+def _send_raw(prepared):
+    """Sends a prepared botocore request with urllib, as a user's own tool would."""
+    import urllib.error
+    import urllib.request
+
+    raw = urllib.request.Request(prepared.url, data=prepared.body or None, headers=dict(prepared.headers),
+                                 method=prepared.method)
+    try:
+        with urllib.request.urlopen(raw) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def _signed(method, url, params, presign=False, secret_key=SECRET_KEY, service="sqs"):
+    import urllib.parse
+
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+
+    credentials = botocore.credentials.Credentials(ACCESS_KEY, secret_key)
+    # Percent-encoded as botocore encodes (`%20`, not `+`, which SigV4 does not canonicalise).
+    query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+    request = botocore.awsrequest.AWSRequest(method=method, url=f"{url}?{query}")
+    signer = botocore.auth.SigV4QueryAuth if presign else botocore.auth.SigV4Auth
+    signer(credentials, service, "us-east-1").add_auth(request)
+    return request.prepare()
+
+
+def test_query_requests_may_be_sent_as_get_or_presigned(server, sqs):
+    """SQS answers the query protocol whatever the method, signed in the header or presigned in
+    the query string, and routes by the signature's service."""
+    name, url = new_queue(sqs)
+    send = {"Action": "SendMessage", "Version": "2012-11-05", "QueueUrl": url, "MessageBody": "by get"}
+    status, content_type, body = _send_raw(_signed("GET", server.url + "/", send))
+    assert (status, content_type) == (200, "text/xml"), body
+    assert "<SendMessageResponse" in body and "<MD5OfMessageBody>" in body
+    # Presigned: the signature travels in the query string, to `/` or to the queue's URL.
+    status, _, body = _send_raw(_signed("GET", url, {"Action": "SendMessage", "MessageBody": "presigned"},
+                                        presign=True))
+    assert status == 200, body
+    status, _, body = _send_raw(_signed("POST", server.url + "/", {"Action": "GetQueueUrl", "QueueName": name},
+                                        presign=True))
+    assert status == 200 and f"<QueueUrl>{url}</QueueUrl>" in body, body
+    assert sorted(m["Body"] for m in receive(sqs, url, MaxNumberOfMessages=10)) == ["by get", "presigned"]
+    # A wrong key still fails, in SQS's XML, whichever way the signature comes.
+    for presign in (False, True):
+        status, _, body = _send_raw(_signed("GET", server.url + "/", {"Action": "ListQueues"}, presign=presign,
+                                            secret_key="wrong"))
+        assert status == 403 and "<ErrorResponse" in body, body
+    # A presigned request past its expiry is refused.
+    import datetime
+    from unittest import mock
+    old = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(hours=2)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=old):
+        expired = _signed("GET", server.url + "/", {"Action": "ListQueues"}, presign=True)
+    status, _, body = _send_raw(expired)
+    assert status == 403 and "<ErrorResponse" in body, body

@@ -6,6 +6,7 @@ environment."""
 import json
 import sys
 import time
+import urllib.request
 
 import boto3
 import botocore
@@ -91,6 +92,13 @@ sqs.tag_queue(QueueUrl=queue, Tags={"team": "legacy", "stage": "test"})
 sqs.untag_queue(QueueUrl=queue, TagKeys=["stage"])
 seen["tags"] = sqs.list_queue_tags(QueueUrl=queue)["Tags"]
 seen["dead_letter_sources"] = sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]
+
+# A presigned request, as a tool hands one on: its signature is in the query string; the SDK
+# signs the operation's own method (POST), which is how it must be sent.
+presigned = sqs.generate_presigned_url("get_queue_attributes", Params={
+    "QueueUrl": queue, "AttributeNames": ["VisibilityTimeout"]})
+with urllib.request.urlopen(urllib.request.Request(presigned, data=b"", method="POST")) as response:
+    seen["presigned"] = response.read().decode()
 
 sqs.purge_queue(QueueUrl=queue)
 sqs.delete_queue(QueueUrl=queue)

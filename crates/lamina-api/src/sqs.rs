@@ -56,20 +56,26 @@ fn is_queue_path(path: &str) -> bool {
 }
 
 /// The protocol of a request for this API, if it is one: a `POST` with `X-Amz-Target:
-/// AmazonSQS.*`, or a form `POST` to `/` or to a queue URL (the query protocol; no Lambda
-/// operation takes a form).
+/// AmazonSQS.*` (JSON), or a request to `/` or to a queue URL in the query protocol — a form
+/// `POST`, or any method whose query string names the `Action` or whose signature (in the
+/// `Authorization` header or presigned in the query string) is scoped to service `sqs`. No
+/// Lambda operation lives at those paths or takes a form.
 pub fn protocol(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> Option<Protocol> {
-    if method != http::Method::POST {
-        return None;
-    }
-    if target(headers).is_some() {
+    if method == http::Method::POST && target(headers).is_some() {
         return Some(Protocol::Json);
     }
-    let form = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    (form && (uri.path() == "/" || is_queue_path(uri.path()))).then_some(Protocol::Query)
+    if uri.path() != "/" && !is_queue_path(uri.path()) {
+        return None;
+    }
+    let form = method == http::Method::POST
+        && headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let names_action = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .any(|(name, _)| name == "Action");
+    let for_sqs = crate::sigv4::signed_service(uri, headers).is_some_and(|s| s == "sqs");
+    (form || names_action || for_sqs).then_some(Protocol::Query)
 }
 
 /// An SQS error: the modeled shape, the query-protocol code older clients check, the status.
