@@ -385,6 +385,13 @@ def test_an_sdk_speaking_the_query_protocol_works_unchanged(server):
     assert seen["dead_letter_sources"] == [seen["queue_url"]]
     assert seen["left"] == []
     assert "<Name>VisibilityTimeout</Name><Value>1</Value>" in seen["presigned"], seen["presigned"]
+    trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-5759e988-bd862e3fe1be46a994272793"}}
+    assert seen["trace_md5"] == attributes_md5(trace)
+    assert seen["trace"] == trace["AWSTraceHeader"]["StringValue"] and seen["star"] == ["k"]
+    assert seen["subset_url"] == seen["queue_url"] and seen["no_match"] is False
+    assert seen["too_many"] == ["InvalidParameterValue", "Value 11 for parameter MaxNumberOfMessages is invalid. "
+                                "Reason: Must be between 1 and 10, if provided."]
+    assert seen["empty_value"] == "InvalidParameterValue"
 
 
 def test_a_query_request_may_address_its_queue_by_url(server, sqs):
