@@ -392,6 +392,7 @@ def test_an_sdk_speaking_the_query_protocol_works_unchanged(server):
     assert seen["too_many"] == ["InvalidParameterValue", "Value 11 for parameter MaxNumberOfMessages is invalid. "
                                 "Reason: Must be between 1 and 10, if provided."]
     assert seen["empty_value"] == "InvalidParameterValue"
+    assert (seen["stranger"], seen["forger"]) == ("InvalidClientTokenId", "SignatureDoesNotMatch")
 
 
 def test_a_query_request_may_address_its_queue_by_url(server, sqs):
@@ -464,6 +465,8 @@ def _signed(method, url, params, presign=False, secret_key=SECRET_KEY, service="
 def test_query_requests_may_be_sent_as_get_or_presigned(server, sqs):
     """SQS answers the query protocol whatever the method, signed in the header or presigned in
     the query string, and routes by the signature's service."""
+    import botocore.awsrequest
+
     name, url = new_queue(sqs)
     send = {"Action": "SendMessage", "Version": "2012-11-05", "QueueUrl": url, "MessageBody": "by get"}
     status, content_type, body = _send_raw(_signed("GET", server.url + "/", send))
@@ -481,7 +484,11 @@ def test_query_requests_may_be_sent_as_get_or_presigned(server, sqs):
     for presign in (False, True):
         status, _, body = _send_raw(_signed("GET", server.url + "/", {"Action": "ListQueues"}, presign=presign,
                                             secret_key="wrong"))
-        assert status == 403 and "<ErrorResponse" in body, body
+        assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, body
+    # Unsigned, it is still SQS's to answer: the query names an Action.
+    status, _, body = _send_raw(botocore.awsrequest.AWSRequest(method="GET", url=server.url + "/?Action=ListQueues")
+                                .prepare())
+    assert status == 403 and "<Code>MissingAuthenticationToken</Code>" in body, body
     # A presigned request past its expiry is refused.
     import datetime
     from unittest import mock
@@ -489,7 +496,7 @@ def test_query_requests_may_be_sent_as_get_or_presigned(server, sqs):
     with mock.patch("botocore.auth.get_current_datetime", return_value=old):
         expired = _signed("GET", server.url + "/", {"Action": "ListQueues"}, presign=True)
     status, _, body = _send_raw(expired)
-    assert status == 403 and "<ErrorResponse" in body, body
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body and "expired" in body, body
 
 
 def attributes_md5(attributes):

@@ -4,6 +4,7 @@ prints what it observed as JSON. Arguments: the server URL. Credentials come fro
 environment."""
 
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -113,6 +114,15 @@ try:
     sqs.send_message(QueueUrl=queue, MessageBody="m", MessageAttributes={"k": {"DataType": "String", "StringValue": ""}})
 except botocore.exceptions.ClientError as err:
     seen["empty_value"] = err.response["Error"]["Code"]
+
+for key, secret, label in (("LKIAUNKNOWN000000000", "x", "stranger"), (None, "wrong", "forger")):
+    other = boto3.client("sqs", endpoint_url=url, region_name="us-east-1",
+                         aws_access_key_id=key or os.environ["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key=secret, config=Config(retries={"total_max_attempts": 1}))
+    try:
+        other.list_queues()
+    except botocore.exceptions.ClientError as err:
+        seen[label] = err.response["Error"]["Code"]
 
 # A presigned request, as a tool hands one on: its signature is in the query string; the SDK
 # signs the operation's own method (POST), which is how it must be sent.

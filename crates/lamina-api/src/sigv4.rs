@@ -286,14 +286,10 @@ pub fn verify(
             )));
         }
         (Ok(age), Some(expires)) if age > expires => {
-            return Err(auth_error(
-                "AccessDeniedException",
-                StatusCode::FORBIDDEN,
-                format!(
-                    "Request has expired: signed at {amz_date}, valid for {}s.",
-                    expires.as_secs()
-                ),
-            ));
+            return Err(bad_signature(format!(
+                "Signature expired: {amz_date} is more than X-Amz-Expires={} seconds ago.",
+                expires.as_secs()
+            )));
         }
         (Ok(age), None) if age > MAX_CLOCK_SKEW => {
             return Err(bad_signature(format!(

@@ -84,6 +84,9 @@ pub struct SqsError {
     query_code: &'static str,
     status: StatusCode,
     message: String,
+    /// Refused by the signature check, before SQS: the JSON answer names the shape in AWS's
+    /// common namespace and carries no query code (SQS's own errors do, `x-amzn-query-error`).
+    unsigned: bool,
 }
 
 type SqsResult<T> = Result<T, SqsError>;
@@ -94,6 +97,7 @@ fn error(shape: &'static str, query_code: &'static str, message: impl Into<Strin
         query_code,
         status: StatusCode::BAD_REQUEST,
         message: message.into(),
+        unsigned: false,
     }
 }
 
@@ -117,7 +121,20 @@ impl From<StoreError> for SqsError {
             query_code: "InternalError",
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: "The service encountered an internal error.".into(),
+            unsigned: false,
         }
+    }
+}
+
+/// The query protocol's name for an error of the signature check (AWS's common errors of
+/// query APIs); JSON clients see the exception's name.
+fn query_code_of_signature_error(exception: &'static str) -> &'static str {
+    match exception {
+        "UnrecognizedClientException" => "InvalidClientTokenId",
+        "InvalidSignatureException" => "SignatureDoesNotMatch",
+        "MissingAuthenticationTokenException" => "MissingAuthenticationToken",
+        "IncompleteSignatureException" => "IncompleteSignature",
+        other => other,
     }
 }
 
@@ -131,15 +148,17 @@ impl From<crate::ApiError> for SqsError {
                 message,
             } => SqsError {
                 shape: exception,
-                query_code: exception,
+                query_code: query_code_of_signature_error(exception),
                 status,
                 message,
+                unsigned: true,
             },
             other => SqsError {
                 shape: "InternalError",
                 query_code: "InternalError",
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 message: other.to_string(),
+                unsigned: false,
             },
         }
     }
@@ -154,11 +173,15 @@ impl SqsError {
     /// The error as the client's protocol answers it.
     pub fn respond(self, protocol: Protocol, request_id: &str) -> Response {
         let (content_type, body) = match protocol {
-            Protocol::Json => (
-                "application/x-amz-json-1.0",
-                json!({ "__type": format!("com.amazonaws.sqs#{}", self.shape), "message": self.message })
-                    .to_string(),
-            ),
+            Protocol::Json => ("application/x-amz-json-1.0", {
+                let namespace = if self.unsigned {
+                    "com.amazon.coral.service"
+                } else {
+                    "com.amazonaws.sqs"
+                };
+                json!({ "__type": format!("{namespace}#{}", self.shape), "message": self.message })
+                    .to_string()
+            }),
             Protocol::Query => (
                 "text/xml",
                 sqs_query::error(
@@ -177,7 +200,9 @@ impl SqsError {
         } else {
             "Sender"
         };
-        if let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", self.query_code)) {
+        if !self.unsigned
+            && let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", self.query_code))
+        {
             headers.insert("x-amzn-query-error", value);
         }
         response
