@@ -1239,3 +1239,92 @@ impl Sqs<'_> {
         Ok(json!({ "Successful": successful, "Failed": failed }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_routed_by_target_form_action_or_signed_service() {
+        let scoped = |service: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/{service}/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=abc"
+            )
+        };
+        let sqs = scoped("sqs");
+        let lambda = scoped("lambda");
+        let form = "application/x-www-form-urlencoded; charset=utf-8";
+        let presigned =
+            "/?Action=ListQueues&X-Amz-Credential=AKID%2F20240101%2Fus-east-1%2Fsqs%2Faws4_request";
+        let cases: &[(&str, &str, &[(&str, &str)], Option<Protocol>)] = &[
+            (
+                "POST",
+                "/",
+                &[("x-amz-target", "AmazonSQS.ListQueues")],
+                Some(Protocol::Json),
+            ),
+            (
+                "POST",
+                "/",
+                &[("content-type", form)],
+                Some(Protocol::Query),
+            ),
+            (
+                "POST",
+                "/000000000000/q",
+                &[("content-type", form)],
+                Some(Protocol::Query),
+            ),
+            ("GET", "/?Action=ListQueues", &[], Some(Protocol::Query)),
+            (
+                "GET",
+                "/000000000000/q?Action=ReceiveMessage",
+                &[],
+                Some(Protocol::Query),
+            ),
+            (
+                "GET",
+                "/",
+                &[("authorization", &sqs)],
+                Some(Protocol::Query),
+            ),
+            (
+                "POST",
+                "/",
+                &[("authorization", &sqs)],
+                Some(Protocol::Query),
+            ),
+            ("GET", presigned, &[], Some(Protocol::Query)),
+            ("GET", "/", &[("authorization", &lambda)], None),
+            ("GET", "/", &[], None),
+            (
+                "GET",
+                "/2015-03-31/functions",
+                &[("authorization", &sqs)],
+                None,
+            ),
+            ("GET", "/2015-03-31/functions?Action=x", &[], None),
+            (
+                "POST",
+                "/2015-03-31/functions",
+                &[("content-type", "application/json")],
+                None,
+            ),
+            ("GET", "/000000000000/not.a.queue?Action=x", &[], None),
+        ];
+        for (method, uri, headers, expected) in cases {
+            let mut map = HeaderMap::new();
+            for (name, value) in *headers {
+                map.insert(*name, value.parse().unwrap());
+            }
+            let method: http::Method = method.parse().unwrap();
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(
+                protocol(&method, &uri, &map),
+                *expected,
+                "{method} {uri} {headers:?}"
+            );
+        }
+    }
+}
