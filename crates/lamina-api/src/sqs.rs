@@ -1257,7 +1257,9 @@ mod tests {
         let form = "application/x-www-form-urlencoded; charset=utf-8";
         let presigned =
             "/?Action=ListQueues&X-Amz-Credential=AKID%2F20240101%2Fus-east-1%2Fsqs%2Faws4_request";
-        let cases: &[(&str, &str, &[(&str, &str)], Option<Protocol>)] = &[
+        // Method, URI, headers, the protocol it is routed to (`None`: the Lambda API).
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<Protocol>);
+        let cases: &[Case] = &[
             (
                 "POST",
                 "/",
@@ -1316,7 +1318,8 @@ mod tests {
         for (method, uri, headers, expected) in cases {
             let mut map = HeaderMap::new();
             for (name, value) in *headers {
-                map.insert(*name, value.parse().unwrap());
+                let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                map.insert(name, value.parse().unwrap());
             }
             let method: http::Method = method.parse().unwrap();
             let uri: http::Uri = uri.parse().unwrap();
