@@ -595,6 +595,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn receipts_of_the_earlier_form_still_work_for_their_delivery() {
+        let engine = SqliteQueues::in_memory().unwrap();
+        queue(&engine, "q", |_| {}).await;
+        engine.send("q", vec![message("m")], 0).await.unwrap();
+        let got = engine.receive("q", 1, None, 0).await.unwrap().unwrap();
+        let handle = decode_receipt(&got[0].receipt).unwrap();
+        assert_eq!(handle.delivery, Some(1));
+        // Handed out before deliveries were counted in it: `seq:token`.
+        let earlier = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}:{}", handle.seq, handle.token));
+        assert_eq!(
+            engine
+                .change_visibility("q", &earlier, 60, 0)
+                .await
+                .unwrap(),
+            Receipt::Done
+        );
+        assert_eq!(engine.delete("q", &earlier).await.unwrap(), Receipt::Done);
+        assert_eq!(
+            engine.delete("q", "bm90IGEgcmVjZWlwdA").await.unwrap(),
+            Receipt::Invalid
+        );
+    }
+
+    #[tokio::test]
     async fn long_polling_wakes_up_on_a_send() {
         let engine = Arc::new(SqliteQueues::in_memory().unwrap());
         queue(engine.as_ref(), "q", |_| {}).await;
