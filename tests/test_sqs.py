@@ -574,6 +574,13 @@ def test_create_queue_compares_only_the_attributes_given(sqs):
         sqs.create_queue(QueueName=name, Attributes={"DelaySeconds": "2", "VisibilityTimeout": "6"})
     assert error_code(err) == "QueueAlreadyExists"
     assert err.value.response["Error"]["QueryErrorCode"] == "QueueNameExists"
+    # Clearing an attribute the queue has is a difference too.
+    policy = json.dumps({"Version": "2012-10-17", "Statement": []})
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy})
+    assert sqs.create_queue(QueueName=name, Attributes={"Policy": policy})["QueueUrl"] == url
+    with pytest.raises(ClientError) as err:
+        sqs.create_queue(QueueName=name, Attributes={"Policy": ""})
+    assert error_code(err) == "QueueAlreadyExists"
 
 
 def test_message_attribute_names_star_chooses_all(sqs):

@@ -1,6 +1,8 @@
 //! Verifying AWS Signature Version 4 on incoming requests by signing them again with
 //! `aws-sigv4`: the same headers the client signed (from `SignedHeaders`), the raw path and
 //! query as received, the body hashed here, and the client's region from its credential scope.
+//! The signature may be in the `Authorization` header or, for a presigned request, in the query
+//! string; the latter is signed again without its own parameters, which the signer adds back.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

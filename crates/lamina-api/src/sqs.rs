@@ -1,7 +1,8 @@
 //! The SQS-compatible queue API over Lamina's queue engine, in both protocols SDKs speak to SQS
 //! (signed for service `sqs`): JSON 1.0 (`POST /` with `X-Amz-Target: AmazonSQS.<Operation>`),
-//! which current SDKs use, and the query protocol of older ones (a form with `Action=…`,
-//! answered in XML; [`crate::sqs_query`] translates). Queue URLs are
+//! which current SDKs use, and the query protocol of older ones (`Action=…` in a form or the
+//! query string, answered in XML; [`crate::sqs_query`] translates). Messages are checked and
+//! digested by [`crate::sqs_message`]. Queue URLs are
 //! `http://<host>/<account>/<name>`; ARNs `arn:aws:sqs:<region>:<account>:<name>`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -719,13 +720,16 @@ impl Sqs<'_> {
             let mut wanted = existing.clone();
             self.apply(&mut wanted, attributes).await?;
             let (before, after) = (self.configured(&existing), self.configured(&wanted));
-            let differing: Vec<&str> = after
+            let value = |reported: &[(&str, String)], name: &str| {
+                reported
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let differing: Vec<&str> = given
                 .iter()
-                .filter(|(n, v)| {
-                    given.iter().any(|g| g == n)
-                        && !before.iter().any(|(bn, bv)| bn == n && bv == v)
-                })
-                .map(|(n, _)| *n)
+                .map(|g| g.as_str())
+                .filter(|g| value(&before, g) != value(&after, g))
                 .collect();
             if !differing.is_empty() {
                 return Err(error(
