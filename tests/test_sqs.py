@@ -214,6 +214,8 @@ def test_redrive_moves_messages_to_the_dead_letter_queue(sqs):
     [dead] = receive(sqs, dlq, AttributeNames=["All"])
     assert dead["Body"] == "poison"
     assert dead["Attributes"]["DeadLetterQueueSourceArn"] == QUEUE_ARN + source.rsplit("/", 1)[1]
+    # The receive count goes on in the dead-letter queue, as in SQS.
+    assert dead["Attributes"]["ApproximateReceiveCount"] == "3"
 
 
 def test_purge_empties_a_queue(sqs):
@@ -382,6 +384,15 @@ def test_an_sdk_speaking_the_query_protocol_works_unchanged(server):
     assert seen["dlq_tags"] == {"made-by": "legacy"} and seen["tags"] == {"team": "legacy"}
     assert seen["dead_letter_sources"] == [seen["queue_url"]]
     assert seen["left"] == []
+    assert "<Name>VisibilityTimeout</Name><Value>1</Value>" in seen["presigned"], seen["presigned"]
+    trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-5759e988-bd862e3fe1be46a994272793"}}
+    assert seen["trace_md5"] == attributes_md5(trace)
+    assert seen["trace"] == trace["AWSTraceHeader"]["StringValue"] and seen["star"] == ["k"]
+    assert seen["subset_url"] == seen["queue_url"] and seen["no_match"] is False
+    assert seen["too_many"] == ["InvalidParameterValue", "Value 11 for parameter MaxNumberOfMessages is invalid. "
+                                "Reason: Must be between 1 and 10, if provided."]
+    assert seen["empty_value"] == "InvalidParameterValue"
+    assert (seen["stranger"], seen["forger"]) == ("InvalidClientTokenId", "SignatureDoesNotMatch")
 
 
 def test_a_query_request_may_address_its_queue_by_url(server, sqs):
@@ -419,3 +430,269 @@ def test_a_query_request_may_address_its_queue_by_url(server, sqs):
     assert status == 400 and "<Code>AWS.SimpleQueueService.NonExistentQueue</Code>" in body, body
     status, _, body = post(server.url + "/", {"QueueName": name})
     assert status == 400 and "<Code>MissingAction</Code>" in body, body
+
+
+def _send_raw(prepared):
+    """Sends a prepared botocore request with urllib, as a user's own tool would."""
+    import urllib.error
+    import urllib.request
+
+    raw = urllib.request.Request(prepared.url, data=prepared.body or None, headers=dict(prepared.headers),
+                                 method=prepared.method)
+    try:
+        with urllib.request.urlopen(raw) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def _signed(method, url, params, presign=False, secret_key=SECRET_KEY, service="sqs"):
+    import urllib.parse
+
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+
+    credentials = botocore.credentials.Credentials(ACCESS_KEY, secret_key)
+    # Percent-encoded as botocore encodes (`%20`, not `+`, which SigV4 does not canonicalise).
+    query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+    request = botocore.awsrequest.AWSRequest(method=method, url=f"{url}?{query}")
+    signer = botocore.auth.SigV4QueryAuth if presign else botocore.auth.SigV4Auth
+    signer(credentials, service, "us-east-1").add_auth(request)
+    return request.prepare()
+
+
+def test_query_requests_may_be_sent_as_get_or_presigned(server, sqs):
+    """SQS answers the query protocol whatever the method, signed in the header or presigned in
+    the query string, and routes by the signature's service."""
+    import botocore.awsrequest
+
+    name, url = new_queue(sqs)
+    send = {"Action": "SendMessage", "Version": "2012-11-05", "QueueUrl": url, "MessageBody": "by get"}
+    status, content_type, body = _send_raw(_signed("GET", server.url + "/", send))
+    assert (status, content_type) == (200, "text/xml"), body
+    assert "<SendMessageResponse" in body and "<MD5OfMessageBody>" in body
+    # Presigned: the signature travels in the query string, to `/` or to the queue's URL.
+    status, _, body = _send_raw(_signed("GET", url, {"Action": "SendMessage", "MessageBody": "presigned"},
+                                        presign=True))
+    assert status == 200, body
+    status, _, body = _send_raw(_signed("POST", server.url + "/", {"Action": "GetQueueUrl", "QueueName": name},
+                                        presign=True))
+    assert status == 200 and f"<QueueUrl>{url}</QueueUrl>" in body, body
+    assert sorted(m["Body"] for m in receive(sqs, url, MaxNumberOfMessages=10)) == ["by get", "presigned"]
+    # A wrong key still fails, in SQS's XML, whichever way the signature comes.
+    for presign in (False, True):
+        status, _, body = _send_raw(_signed("GET", server.url + "/", {"Action": "ListQueues"}, presign=presign,
+                                            secret_key="wrong"))
+        assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, body
+    # Unsigned, it is still SQS's to answer: the query names an Action.
+    status, _, body = _send_raw(botocore.awsrequest.AWSRequest(method="GET", url=server.url + "/?Action=ListQueues")
+                                .prepare())
+    assert status == 403 and "<Code>MissingAuthenticationToken</Code>" in body, body
+    # A presigned request past its expiry is refused.
+    import datetime
+    from unittest import mock
+    old = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(hours=2)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=old):
+        expired = _signed("GET", server.url + "/", {"Action": "ListQueues"}, presign=True)
+    status, _, body = _send_raw(expired)
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body and "expired" in body, body
+
+
+def attributes_md5(attributes):
+    """SQS's digest of message (or system) attributes, written from its documentation."""
+    digest = hashlib.md5()
+    for name in sorted(attributes):
+        value = attributes[name]
+        for part in (name.encode(), value["DataType"].encode()):
+            digest.update(len(part).to_bytes(4, "big") + part)
+        if "BinaryValue" in value:
+            data = value["BinaryValue"]
+            digest.update(b"\x02" + len(data).to_bytes(4, "big") + data)
+        else:
+            data = value["StringValue"].encode()
+            digest.update(b"\x01" + len(data).to_bytes(4, "big") + data)
+    return digest.hexdigest()
+
+
+def test_message_size_counts_attribute_names_types_and_values(sqs):
+    _, url = new_queue(sqs, MaximumMessageSize=1024)
+    one = {"a": {"DataType": "String", "StringValue": "b"}}  # 1 + 6 + 1 bytes
+    for body in ("x" * 1023, "x" * 1017):
+        with pytest.raises(ClientError) as err:
+            sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=one)
+        assert error_code(err) == "InvalidParameterValue"
+        assert err.value.response["Error"]["Message"] == (
+            "One or more parameters are invalid. Reason: Message must be shorter than 1024 bytes.")
+    sqs.send_message(QueueUrl=url, MessageBody="x" * 1016, MessageAttributes=one)
+    binary = {"b": {"DataType": "Binary", "BinaryValue": b"\x00" * 10}}  # 1 + 6 + 10 bytes
+    sqs.send_message(QueueUrl=url, MessageBody="x" * 1007, MessageAttributes=binary)
+    result = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "fits", "MessageBody": "x" * 1016, "MessageAttributes": one},
+        {"Id": "over", "MessageBody": "x" * 1017, "MessageAttributes": one}])
+    assert [e["Id"] for e in result["Successful"]] == ["fits"]
+    assert [(e["Id"], e["Code"]) for e in result["Failed"]] == [("over", "InvalidParameterValue")]
+
+
+def test_message_attribute_values_are_validated(sqs):
+    _, url = new_queue(sqs)
+    bad = [
+        {"DataType": "String", "StringValue": ""},
+        {"DataType": "String", "StringValue": "bell \x07"},
+        {"DataType": "String", "StringValue": "\ufffe"},
+        {"DataType": "Number", "StringValue": "many"},
+        {"DataType": "Text", "StringValue": "x"},
+        {"DataType": "Binary", "BinaryValue": b""},
+    ]
+    for value in bad:
+        with pytest.raises(ClientError) as err:
+            sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes={"k": value})
+        assert error_code(err) == "InvalidParameterValue", value
+    with pytest.raises(ClientError) as err:
+        sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes={"k": bad[0]})
+    assert err.value.response["Error"]["Message"] == (
+        "The message attribute 'k' must contain non-empty message attribute value for message attribute type 'String'.")
+    for name in ("AWS.reserved", "two..dots", "has space"):
+        with pytest.raises(ClientError) as err:
+            sqs.send_message(QueueUrl=url, MessageBody="m",
+                             MessageAttributes={name: {"DataType": "String", "StringValue": "v"}})
+        assert error_code(err) == "InvalidParameterValue", name
+    fine = {"k": {"DataType": "String", "StringValue": "tab\t, newline\n, \U0001F600 and \ue000"},
+            "n": {"DataType": "Number.float", "StringValue": "-1.5e3"}}
+    sent = sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes=fine)
+    assert sent["MD5OfMessageAttributes"] == attributes_md5(fine)
+    result = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "bad", "MessageBody": "m", "MessageAttributes": {"k": bad[1]}}])
+    assert [(e["Id"], e["Code"]) for e in result["Failed"]] == [("bad", "InvalidParameterValue")]
+
+
+def test_create_queue_compares_only_the_attributes_given(sqs):
+    name, url = new_queue(sqs, VisibilityTimeout=5, DelaySeconds=2)
+    assert sqs.create_queue(QueueName=name, Attributes={"DelaySeconds": "2"})["QueueUrl"] == url
+    assert sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "5", "DelaySeconds": "2"})["QueueUrl"] == url
+    with pytest.raises(ClientError) as err:
+        sqs.create_queue(QueueName=name, Attributes={"DelaySeconds": "2", "VisibilityTimeout": "6"})
+    assert error_code(err) == "QueueAlreadyExists"
+    assert err.value.response["Error"]["QueryErrorCode"] == "QueueNameExists"
+    # Clearing an attribute the queue has is a difference too.
+    policy = json.dumps({"Version": "2012-10-17", "Statement": []})
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy})
+    assert sqs.create_queue(QueueName=name, Attributes={"Policy": policy})["QueueUrl"] == url
+    with pytest.raises(ClientError) as err:
+        sqs.create_queue(QueueName=name, Attributes={"Policy": ""})
+    assert error_code(err) == "QueueAlreadyExists"
+
+
+def test_message_attribute_names_star_chooses_all(sqs):
+    _, url = new_queue(sqs)
+    attributes = {"a": {"DataType": "String", "StringValue": "1"}, "b": {"DataType": "Number", "StringValue": "2"}}
+    sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes=attributes)
+    [message] = receive(sqs, url, MessageAttributeNames=["*"])
+    assert message["MessageAttributes"] == attributes
+    assert message["MD5OfMessageAttributes"] == attributes_md5(attributes)
+
+
+def test_errors_quote_the_value_and_carry_both_codes(sqs):
+    _, url = new_queue(sqs)
+    cases = [
+        (lambda: receive(sqs, url, MaxNumberOfMessages=11),
+         "Value 11 for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided."),
+        (lambda: receive(sqs, url, WaitTimeSeconds=21),
+         "Value 21 for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."),
+        (lambda: sqs.send_message(QueueUrl=url, MessageBody="m", DelaySeconds=901),
+         "Value 901 for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."),
+    ]
+    for call, message in cases:
+        with pytest.raises(ClientError) as err:
+            call()
+        assert (error_code(err), err.value.response["Error"]["Message"]) == ("InvalidParameterValue", message)
+    # The JSON protocol names the modeled shape in `__type` and the query code in
+    # `x-amzn-query-error`, which boto3 reports as the code.
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist) as err:
+        sqs.get_queue_url(QueueName="no-such-queue-anywhere")
+    error = err.value.response["Error"]
+    assert (error["Code"], error["QueryErrorCode"], error["Type"]) == (
+        "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "Sender")
+    assert error["Message"] == "The specified queue does not exist."
+
+
+def test_an_earlier_receipt_changes_visibility_while_in_flight(sqs):
+    _, url = new_queue(sqs)
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    [first] = receive(sqs, url, VisibilityTimeout=1)
+    time.sleep(1.2)
+    [second] = receive(sqs, url, VisibilityTimeout=60)
+    assert second["ReceiptHandle"] != first["ReceiptHandle"]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0)
+    [third] = receive(sqs, url, AttributeNames=["ApproximateReceiveCount"])
+    assert third["Attributes"]["ApproximateReceiveCount"] == "3"
+    # Visible again, the message is not in flight: no receipt of an earlier delivery changes it.
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=third["ReceiptHandle"], VisibilityTimeout=0)
+    with pytest.raises(ClientError) as err:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=5)
+    assert error_code(err) == "AWS.SimpleQueueService.MessageNotInflight"
+
+
+def test_encryption_attributes_read_back(sqs):
+    name, url = new_queue(sqs)
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    assert "KmsMasterKeyId" not in attributes and "KmsDataKeyReusePeriodSeconds" not in attributes
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"KmsMasterKeyId": "alias/aws/sqs"})
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (attributes["KmsMasterKeyId"], attributes["KmsDataKeyReusePeriodSeconds"],
+            attributes["SqsManagedSseEnabled"]) == ("alias/aws/sqs", "300", "false")
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"KmsDataKeyReusePeriodSeconds": "600"})
+    some = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsDataKeyReusePeriodSeconds", "KmsMasterKeyId"])
+    assert some["Attributes"] == {"KmsDataKeyReusePeriodSeconds": "600", "KmsMasterKeyId": "alias/aws/sqs"}
+    with pytest.raises(ClientError) as err:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"KmsDataKeyReusePeriodSeconds": "59"})
+    assert error_code(err) == "InvalidAttributeValue"
+    # Created with a key: the same queue again with the same key.
+    kms_name = unique("kms")
+    kms_url = sqs.create_queue(QueueName=kms_name, Attributes={"KmsMasterKeyId": "alias/mine"})["QueueUrl"]
+    assert sqs.create_queue(QueueName=kms_name, Attributes={"KmsMasterKeyId": "alias/mine"})["QueueUrl"] == kms_url
+    sqs.set_queue_attributes(QueueUrl=kms_url, Attributes={"SqsManagedSseEnabled": "true"})
+    attributes = sqs.get_queue_attributes(QueueUrl=kms_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["SqsManagedSseEnabled"] == "true" and "KmsMasterKeyId" not in attributes
+
+
+def test_the_trace_header_travels_as_a_system_attribute(sqs):
+    _, url = new_queue(sqs)
+    trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"}}
+    sent = sqs.send_message(QueueUrl=url, MessageBody="traced", MessageSystemAttributes=trace)
+    assert sent["MD5OfMessageSystemAttributes"] == attributes_md5(trace)
+    batch = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "t", "MessageBody": "batched", "MessageSystemAttributes": trace}, {"Id": "u", "MessageBody": "plain"}])
+    by_id = {e["Id"]: e for e in batch["Successful"]}
+    assert by_id["t"]["MD5OfMessageSystemAttributes"] == attributes_md5(trace)
+    assert "MD5OfMessageSystemAttributes" not in by_id["u"]
+    messages = receive(sqs, url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["AWSTraceHeader"])
+    headers = {m["Body"]: m.get("Attributes", {}).get("AWSTraceHeader") for m in messages}
+    value = trace["AWSTraceHeader"]["StringValue"]
+    assert headers == {"traced": value, "batched": value, "plain": None}
+    # Only the trace header may be sent, as a string.
+    with pytest.raises(ClientError) as err:
+        sqs.send_message(QueueUrl=url, MessageBody="m", MessageSystemAttributes={
+            "AWSTraceHeader": {"DataType": "String", "StringValue": ""}})
+    assert error_code(err) == "InvalidParameterValue"
+
+
+def test_list_queues_with_no_match_leaves_the_urls_out(sqs):
+    assert "QueueUrls" not in sqs.list_queues(QueueNamePrefix="no-queue-has-this-prefix")
+
+
+def test_fifo_and_move_tasks_are_refused_in_sqs_words(sqs):
+    with pytest.raises(ClientError) as err:
+        sqs.create_queue(QueueName=unique("f") + ".fifo", Attributes={"FifoQueue": "true"})
+    assert (error_code(err), err.value.response["Error"]["Message"]) == (
+        "InvalidAttributeName", "Unknown Attribute FifoQueue.")
+    _, url = new_queue(sqs)
+    with pytest.raises(ClientError) as err:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"ContentBasedDeduplication": "true"})
+    assert err.value.response["Error"]["Message"] == "Unknown Attribute ContentBasedDeduplication."
+    assert "Attributes" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["FifoQueue"])
+    with pytest.raises(ClientError) as err:
+        sqs.start_message_move_task(SourceArn=QUEUE_ARN + "x")
+    assert "UnsupportedOperation" in error_code(err)
+    assert "Lamina" not in err.value.response["Error"]["Message"]

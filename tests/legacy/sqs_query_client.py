@@ -4,8 +4,10 @@ prints what it observed as JSON. Arguments: the server URL. Credentials come fro
 environment."""
 
 import json
+import os
 import sys
 import time
+import urllib.request
 
 import boto3
 import botocore
@@ -91,6 +93,43 @@ sqs.tag_queue(QueueUrl=queue, Tags={"team": "legacy", "stage": "test"})
 sqs.untag_queue(QueueUrl=queue, TagKeys=["stage"])
 seen["tags"] = sqs.list_queue_tags(QueueUrl=queue)["Tags"]
 seen["dead_letter_sources"] = sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]
+
+# The same answers as the JSON protocol: trace headers, `*`, subsets of attributes, messages.
+trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-5759e988-bd862e3fe1be46a994272793"}}
+traced = sqs.send_message(QueueUrl=dlq, MessageBody="traced", MessageSystemAttributes=trace,
+                          MessageAttributes={"k": {"DataType": "String", "StringValue": "v"}})
+seen["trace_md5"] = traced.get("MD5OfMessageSystemAttributes")
+[got] = sqs.receive_message(QueueUrl=dlq, AttributeNames=["AWSTraceHeader"], MessageAttributeNames=["*"],
+                            WaitTimeSeconds=1)["Messages"]
+seen["trace"] = got["Attributes"].get("AWSTraceHeader")
+seen["star"] = sorted(got.get("MessageAttributes", {}))
+sqs.delete_message(QueueUrl=dlq, ReceiptHandle=got["ReceiptHandle"])
+seen["subset_url"] = sqs.create_queue(QueueName=f"legacy-{suffix}", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+seen["no_match"] = "QueueUrls" in sqs.list_queues(QueueNamePrefix=f"nothing-{suffix}")
+try:
+    sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=11)
+except botocore.exceptions.ClientError as err:
+    seen["too_many"] = [err.response["Error"]["Code"], err.response["Error"]["Message"]]
+try:
+    sqs.send_message(QueueUrl=queue, MessageBody="m", MessageAttributes={"k": {"DataType": "String", "StringValue": ""}})
+except botocore.exceptions.ClientError as err:
+    seen["empty_value"] = err.response["Error"]["Code"]
+
+for key, secret, label in (("LKIAUNKNOWN000000000", "x", "stranger"), (None, "wrong", "forger")):
+    other = boto3.client("sqs", endpoint_url=url, region_name="us-east-1",
+                         aws_access_key_id=key or os.environ["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key=secret, config=Config(retries={"total_max_attempts": 1}))
+    try:
+        other.list_queues()
+    except botocore.exceptions.ClientError as err:
+        seen[label] = err.response["Error"]["Code"]
+
+# A presigned request, as a tool hands one on: its signature is in the query string; the SDK
+# signs the operation's own method (POST), which is how it must be sent.
+presigned = sqs.generate_presigned_url("get_queue_attributes", Params={
+    "QueueUrl": queue, "AttributeNames": ["VisibilityTimeout"]})
+with urllib.request.urlopen(urllib.request.Request(presigned, data=b"", method="POST")) as response:
+    seen["presigned"] = response.read().decode()
 
 sqs.purge_queue(QueueUrl=queue)
 sqs.delete_queue(QueueUrl=queue)

@@ -22,6 +22,7 @@ mod render;
 mod settings;
 pub mod sigv4;
 mod sqs;
+mod sqs_message;
 mod sqs_query;
 mod urls;
 

@@ -1,11 +1,15 @@
 //! Verifying AWS Signature Version 4 on incoming requests by signing them again with
 //! `aws-sigv4`: the same headers the client signed (from `SignedHeaders`), the raw path and
 //! query as received, the body hashed here, and the client's region from its credential scope.
+//! The signature may be in the `Authorization` header or, for a presigned request, in the query
+//! string; the latter is signed again without its own parameters, which the signer adds back.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::http_request::{
+    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
+};
 use aws_sigv4::sign::v4;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use subtle::ConstantTimeEq;
@@ -33,7 +37,8 @@ impl Keyring {
     }
 }
 
-/// The parsed `Authorization` header.
+/// What a request's signature claims: from its `Authorization` header, or — for a presigned
+/// request — from its `X-Amz-*` query parameters.
 #[derive(Debug, PartialEq, Eq)]
 struct Authorization<'a> {
     access_key_id: &'a str,
@@ -42,6 +47,55 @@ struct Authorization<'a> {
     service: &'a str,
     signed_headers: Vec<&'a str>,
     signature: &'a str,
+}
+
+/// The signature's own query parameters, which the signer adds to the canonical query itself.
+const QUERY_AUTH_PARAMS: &[&str] = &[
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+];
+
+/// The longest a presigned request may stay valid, as AWS allows (seven days).
+const MAX_PRESIGNED_EXPIRY: u64 = 7 * 24 * 3600;
+
+/// The query parameters of `uri`, decoded.
+fn query_params(uri: &Uri) -> Vec<(String, String)> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn query_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether the request is signed in its query string (a presigned URL).
+fn is_presigned(params: &[(String, String)]) -> bool {
+    query_param(params, "X-Amz-Signature").is_some()
+        || query_param(params, "X-Amz-Credential").is_some()
+}
+
+/// The service a request's signature is scoped to, from its `Authorization` header or its
+/// `X-Amz-Credential` query parameter; `None` if it carries neither or they do not parse.
+/// Routing uses it: a signature names the API it was made for.
+pub fn signed_service(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let credential = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(header) => parse_authorization(header).ok()?.service.to_owned(),
+        None => {
+            let params = query_params(uri);
+            let credential = query_param(&params, "X-Amz-Credential")?;
+            parse_credential(credential).ok()?.3.to_owned()
+        }
+    };
+    Some(credential)
 }
 
 fn auth_error(exception: &'static str, status: StatusCode, message: impl Into<String>) -> ApiError {
@@ -88,12 +142,50 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, ApiError> {
              parameters. Authorization={header}"
         )));
     };
+    let (access_key_id, date, region, service) = parse_credential(credential)?;
+    Ok(Authorization {
+        access_key_id,
+        date,
+        region,
+        service,
+        signed_headers: signed_headers.split(';').collect(),
+        signature,
+    })
+}
+
+/// A credential scope: `<access key id>/<date>/<region>/<service>/aws4_request`.
+fn parse_credential(credential: &str) -> Result<(&str, &str, &str, &str), ApiError> {
     let scope: Vec<&str> = credential.split('/').collect();
     let [access_key_id, date, region, service, "aws4_request"] = scope.as_slice() else {
         return Err(incomplete(format!(
             "Credential should be scoped correctly: {credential}"
         )));
     };
+    Ok((access_key_id, date, region, service))
+}
+
+/// A presigned request's signature, from its query parameters.
+fn parse_query_authorization(params: &[(String, String)]) -> Result<Authorization<'_>, ApiError> {
+    let missing = |name: &str| {
+        incomplete(format!(
+            "AWS query-string parameters must include '{name}'. Re-examine the query-string \
+             parameters."
+        ))
+    };
+    let algorithm =
+        query_param(params, "X-Amz-Algorithm").ok_or_else(|| missing("X-Amz-Algorithm"))?;
+    if algorithm != "AWS4-HMAC-SHA256" {
+        return Err(incomplete(format!(
+            "Unsupported AWS 'algorithm': '{algorithm}'"
+        )));
+    }
+    let credential =
+        query_param(params, "X-Amz-Credential").ok_or_else(|| missing("X-Amz-Credential"))?;
+    let signed_headers =
+        query_param(params, "X-Amz-SignedHeaders").ok_or_else(|| missing("X-Amz-SignedHeaders"))?;
+    let signature =
+        query_param(params, "X-Amz-Signature").ok_or_else(|| missing("X-Amz-Signature"))?;
+    let (access_key_id, date, region, service) = parse_credential(credential)?;
     Ok(Authorization {
         access_key_id,
         date,
@@ -112,7 +204,9 @@ fn parse_amz_date(value: &str) -> Option<SystemTime> {
     Some(SystemTime::from(at))
 }
 
-/// Verifies the request's signature for `service` and returns the access key id it used.
+/// Verifies the request's signature for `service` and returns the access key id it used. The
+/// signature is taken from the `Authorization` header or, for a presigned request, from the
+/// query string (`X-Amz-Signature` and its companions), which is then valid for `X-Amz-Expires`.
 pub fn verify(
     method: &Method,
     uri: &Uri,
@@ -122,17 +216,20 @@ pub fn verify(
     service: &str,
     now: SystemTime,
 ) -> Result<String, ApiError> {
-    let header = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            auth_error(
+    let params = query_params(uri);
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let presigned = header.is_none() && is_presigned(&params);
+    let auth = match header {
+        Some(header) => parse_authorization(header)?,
+        None if presigned => parse_query_authorization(&params)?,
+        None => {
+            return Err(auth_error(
                 "MissingAuthenticationTokenException",
                 StatusCode::FORBIDDEN,
                 "Missing Authentication Token",
-            )
-        })?;
-    let auth = parse_authorization(header)?;
+            ));
+        }
+    };
     let Some(secret) = keyring.secret(auth.access_key_id) else {
         return Err(auth_error(
             "UnrecognizedClientException",
@@ -145,10 +242,19 @@ pub fn verify(
             "Credential should be scoped to correct service: '{service}'."
         )));
     }
-    let amz_date = headers
-        .get("x-amz-date")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| incomplete("Authorization header requires existence of X-Amz-Date."))?;
+    let amz_date = if presigned {
+        query_param(&params, "X-Amz-Date").ok_or_else(|| {
+            incomplete(
+                "AWS query-string parameters must include 'X-Amz-Date'. Re-examine the \
+                 query-string parameters.",
+            )
+        })?
+    } else {
+        headers
+            .get("x-amz-date")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| incomplete("Authorization header requires existence of X-Amz-Date."))?
+    };
     let signed_at = parse_amz_date(amz_date)
         .ok_or_else(|| incomplete(format!("Invalid X-Amz-Date: {amz_date}")))?;
     if !amz_date.starts_with(auth.date) {
@@ -159,14 +265,41 @@ pub fn verify(
             &amz_date[..amz_date.len().min(8)]
         )));
     }
-    let skew = now
-        .duration_since(signed_at)
-        .unwrap_or_else(|e| e.duration());
-    if skew > MAX_CLOCK_SKEW {
-        return Err(bad_signature(format!(
-            "Signature expired: {amz_date} is outside the allowed clock skew of {} minutes.",
-            MAX_CLOCK_SKEW.as_secs() / 60
-        )));
+    let expires = if presigned {
+        let raw = query_param(&params, "X-Amz-Expires").unwrap_or("");
+        let seconds = raw
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= MAX_PRESIGNED_EXPIRY)
+            .ok_or_else(|| {
+                incomplete(format!(
+                    "X-Amz-Expires must be an integer from 0 to {MAX_PRESIGNED_EXPIRY}: '{raw}'"
+                ))
+            })?;
+        Some(Duration::from_secs(seconds))
+    } else {
+        None
+    };
+    match (now.duration_since(signed_at), expires) {
+        // Signed in the future: only as far as the clock skew allows.
+        (Err(ahead), _) if ahead.duration() > MAX_CLOCK_SKEW => {
+            return Err(bad_signature(format!(
+                "Signature not yet current: {amz_date} is still later than the server's time."
+            )));
+        }
+        (Ok(age), Some(expires)) if age > expires => {
+            return Err(bad_signature(format!(
+                "Signature expired: {amz_date} is more than X-Amz-Expires={} seconds ago.",
+                expires.as_secs()
+            )));
+        }
+        (Ok(age), None) if age > MAX_CLOCK_SKEW => {
+            return Err(bad_signature(format!(
+                "Signature expired: {amz_date} is outside the allowed clock skew of {} minutes.",
+                MAX_CLOCK_SKEW.as_secs() / 60
+            )));
+        }
+        _ => {}
     }
 
     let mut signed: Vec<(&str, &str)> = Vec::with_capacity(auth.signed_headers.len());
@@ -185,52 +318,85 @@ pub fn verify(
         .get("host")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let token = if presigned {
+        query_param(&params, "X-Amz-Security-Token").map(str::to_owned)
+    } else {
+        headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    // A presigned request is signed again without its signature's parameters: the signer puts
+    // them into the canonical query itself.
+    let path_and_query = if presigned {
+        let rest: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| !QUERY_AUTH_PARAMS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(rest)
+            .finish();
+        if query.is_empty() {
+            uri.path().to_owned()
+        } else {
+            format!("{}?{query}", uri.path())
+        }
+    } else {
+        uri.path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned()
+    };
     let url = format!("http://{host}{path_and_query}");
-    let token = headers
-        .get("x-amz-security-token")
-        .and_then(|v| v.to_str().ok());
 
-    let identity = aws_credential_types::Credentials::new(
-        auth.access_key_id,
-        secret,
-        token.map(str::to_owned),
-        None,
-        "lamina",
-    )
-    .into();
+    let identity =
+        aws_credential_types::Credentials::new(auth.access_key_id, secret, token, None, "lamina")
+            .into();
+    let mut settings = SigningSettings::default();
+    if let Some(expires) = expires {
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(expires);
+    }
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(auth.region)
         .name(auth.service)
         .time(signed_at)
-        .settings(SigningSettings::default())
+        .settings(settings)
         .build()
         .map_err(|e| incomplete(format!("cannot verify this signature: {e}")))?
         .into();
-    let request = SignableRequest::new(
-        method.as_str(),
-        url,
-        signed.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| incomplete(format!("cannot verify this request: {e}")))?;
-    let expected = sign(request, &params)
-        .map_err(|e| incomplete(format!("cannot verify this signature: {e}")))?;
-    if expected
-        .signature()
-        .as_bytes()
-        .ct_eq(auth.signature.as_bytes())
-        .into()
-    {
-        Ok(auth.access_key_id.to_owned())
+    // A presigned URL may have been signed without knowing its body (`UNSIGNED-PAYLOAD`).
+    let bodies: &[SignableBody<'_>] = if presigned {
+        &[SignableBody::Bytes(body), SignableBody::UnsignedPayload]
     } else {
-        Err(bad_signature(
-            "The request signature we calculated does not match the signature you provided. \
-             Check your AWS Secret Access Key and signing method. Consult the service \
-             documentation for details.",
-        ))
+        &[SignableBody::Bytes(body)]
+    };
+    for signable in bodies {
+        let request = SignableRequest::new(
+            method.as_str(),
+            url.as_str(),
+            signed.iter().copied(),
+            signable.clone(),
+        )
+        .map_err(|e| incomplete(format!("cannot verify this request: {e}")))?;
+        let expected = sign(request, &params)
+            .map_err(|e| incomplete(format!("cannot verify this signature: {e}")))?;
+        if expected
+            .signature()
+            .as_bytes()
+            .ct_eq(auth.signature.as_bytes())
+            .into()
+        {
+            return Ok(auth.access_key_id.to_owned());
+        }
     }
+    Err(bad_signature(
+        "The request signature we calculated does not match the signature you provided. \
+         Check your AWS Secret Access Key and signing method. Consult the service \
+         documentation for details.",
+    ))
 }
 
 #[cfg(test)]
@@ -248,5 +414,66 @@ mod tests {
         assert_eq!(auth.signature, "abc");
         assert!(parse_authorization("Basic xyz").is_err());
         assert!(parse_authorization("AWS4-HMAC-SHA256 Credential=a/b").is_err());
+    }
+
+    /// A request presigned with `aws-sigv4` (the signature in its query string).
+    fn presigned(uri: &str, signed_at: SystemTime, expires: u64) -> (Uri, HeaderMap) {
+        let identity =
+            aws_credential_types::Credentials::new("AKID", "secret", None, None, "t").into();
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(Duration::from_secs(expires));
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("sqs")
+            .time(signed_at)
+            .settings(settings)
+            .build()
+            .unwrap()
+            .into();
+        let url = format!("http://example.com{uri}");
+        let request =
+            SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(b""))
+                .unwrap();
+        let (instructions, _) = sign(request, &params).unwrap().into_parts();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in instructions.params() {
+            query.append_pair(name, value);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "example.com".parse().unwrap());
+        let path_and_query = format!("{uri}&{}", query.finish());
+        (path_and_query.parse().unwrap(), headers)
+    }
+
+    #[test]
+    fn verifies_presigned_requests_until_they_expire() {
+        let keyring = Keyring::new([("AKID".to_owned(), "secret".to_owned())]);
+        let signed_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (uri, headers) = presigned("/?Action=ListQueues&QueueNamePrefix=a%20b", signed_at, 600);
+        assert_eq!(signed_service(&uri, &headers).as_deref(), Some("sqs"));
+        let check = |service: &str, now: SystemTime| {
+            verify(&Method::GET, &uri, &headers, b"", &keyring, service, now)
+        };
+        assert_eq!(
+            check("sqs", signed_at + Duration::from_secs(599)).unwrap(),
+            "AKID"
+        );
+        assert!(check("sqs", signed_at + Duration::from_secs(601)).is_err());
+        assert!(check("lambda", signed_at).is_err());
+        let tampered: Uri = uri.to_string().replace("a%20b", "a%20c").parse().unwrap();
+        assert!(
+            verify(
+                &Method::GET,
+                &tampered,
+                &headers,
+                b"",
+                &keyring,
+                "sqs",
+                signed_at
+            )
+            .is_err()
+        );
     }
 }

@@ -1,20 +1,20 @@
 //! The SQS-compatible queue API over Lamina's queue engine, in both protocols SDKs speak to SQS
 //! (signed for service `sqs`): JSON 1.0 (`POST /` with `X-Amz-Target: AmazonSQS.<Operation>`),
-//! which current SDKs use, and the query protocol of older ones (a form with `Action=…`,
-//! answered in XML; [`crate::sqs_query`] translates). Queue URLs are
+//! which current SDKs use, and the query protocol of older ones (`Action=…` in a form or the
+//! query string, answered in XML; [`crate::sqs_query`] translates). Messages are checked and
+//! digested by [`crate::sqs_message`]. Queue URLs are
 //! `http://<host>/<account>/<name>`; ARNs `arn:aws:sqs:<region>:<account>:<name>`.
 
 use std::collections::{BTreeMap, HashSet};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use lamina_core::event_invoke::is_queue_name;
 use lamina_store::queue::{NewMessage, QueueSettings, Receipt, Received, Redrive};
 use lamina_store::{QueueStore, StoreError, now_ms};
-use md5::{Digest as _, Md5};
 use serde_json::{Map, Value, json};
 
+use crate::sqs_message::{self, Refusal, attributes_md5, body_md5};
 use crate::{ApiState, sqs_query};
 
 /// The largest request taken: a batch of ten messages of 1 MiB at most in all, encoded (JSON
@@ -56,20 +56,26 @@ fn is_queue_path(path: &str) -> bool {
 }
 
 /// The protocol of a request for this API, if it is one: a `POST` with `X-Amz-Target:
-/// AmazonSQS.*`, or a form `POST` to `/` or to a queue URL (the query protocol; no Lambda
-/// operation takes a form).
+/// AmazonSQS.*` (JSON), or a request to `/` or to a queue URL in the query protocol — a form
+/// `POST`, or any method whose query string names the `Action` or whose signature (in the
+/// `Authorization` header or presigned in the query string) is scoped to service `sqs`. No
+/// Lambda operation lives at those paths or takes a form.
 pub fn protocol(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> Option<Protocol> {
-    if method != http::Method::POST {
-        return None;
-    }
-    if target(headers).is_some() {
+    if method == http::Method::POST && target(headers).is_some() {
         return Some(Protocol::Json);
     }
-    let form = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    (form && (uri.path() == "/" || is_queue_path(uri.path()))).then_some(Protocol::Query)
+    if uri.path() != "/" && !is_queue_path(uri.path()) {
+        return None;
+    }
+    let form = method == http::Method::POST
+        && headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let names_action = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .any(|(name, _)| name == "Action");
+    let for_sqs = crate::sigv4::signed_service(uri, headers).is_some_and(|s| s == "sqs");
+    (form || names_action || for_sqs).then_some(Protocol::Query)
 }
 
 /// An SQS error: the modeled shape, the query-protocol code older clients check, the status.
@@ -79,6 +85,9 @@ pub struct SqsError {
     query_code: &'static str,
     status: StatusCode,
     message: String,
+    /// Refused by the signature check, before SQS: the JSON answer names the shape in AWS's
+    /// common namespace and carries no query code (SQS's own errors do, `x-amzn-query-error`).
+    unsigned: bool,
 }
 
 type SqsResult<T> = Result<T, SqsError>;
@@ -89,6 +98,7 @@ fn error(shape: &'static str, query_code: &'static str, message: impl Into<Strin
         query_code,
         status: StatusCode::BAD_REQUEST,
         message: message.into(),
+        unsigned: false,
     }
 }
 
@@ -112,7 +122,20 @@ impl From<StoreError> for SqsError {
             query_code: "InternalError",
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: "The service encountered an internal error.".into(),
+            unsigned: false,
         }
+    }
+}
+
+/// The query protocol's name for an error of the signature check (AWS's common errors of
+/// query APIs); JSON clients see the exception's name.
+fn query_code_of_signature_error(exception: &'static str) -> &'static str {
+    match exception {
+        "UnrecognizedClientException" => "InvalidClientTokenId",
+        "InvalidSignatureException" => "SignatureDoesNotMatch",
+        "MissingAuthenticationTokenException" => "MissingAuthenticationToken",
+        "IncompleteSignatureException" => "IncompleteSignature",
+        other => other,
     }
 }
 
@@ -126,29 +149,40 @@ impl From<crate::ApiError> for SqsError {
                 message,
             } => SqsError {
                 shape: exception,
-                query_code: exception,
+                query_code: query_code_of_signature_error(exception),
                 status,
                 message,
+                unsigned: true,
             },
             other => SqsError {
                 shape: "InternalError",
                 query_code: "InternalError",
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 message: other.to_string(),
+                unsigned: false,
             },
         }
     }
 }
 
 impl SqsError {
+    /// The error as a batch answer's failed entry `id`.
+    fn entry(&self, id: &str) -> Value {
+        json!({ "Id": id, "SenderFault": !self.status.is_server_error(), "Code": self.query_code, "Message": self.message })
+    }
+
     /// The error as the client's protocol answers it.
     pub fn respond(self, protocol: Protocol, request_id: &str) -> Response {
         let (content_type, body) = match protocol {
-            Protocol::Json => (
-                "application/x-amz-json-1.0",
-                json!({ "__type": format!("com.amazonaws.sqs#{}", self.shape), "message": self.message })
-                    .to_string(),
-            ),
+            Protocol::Json => ("application/x-amz-json-1.0", {
+                let namespace = if self.unsigned {
+                    "com.amazon.coral.service"
+                } else {
+                    "com.amazonaws.sqs"
+                };
+                json!({ "__type": format!("{namespace}#{}", self.shape), "message": self.message })
+                    .to_string()
+            }),
             Protocol::Query => (
                 "text/xml",
                 sqs_query::error(
@@ -167,7 +201,9 @@ impl SqsError {
         } else {
             "Sender"
         };
-        if let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", self.query_code)) {
+        if !self.unsigned
+            && let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", self.query_code))
+        {
             headers.insert("x-amzn-query-error", value);
         }
         response
@@ -260,10 +296,15 @@ pub async fn serve(
         "UntagQueue" => api.untag_queue(request).await,
         "ListQueueTags" => api.list_queue_tags(request).await,
         "ListDeadLetterSourceQueues" => api.list_dead_letter_source_queues(request).await,
-        other => Err(error(
+        other if UNSUPPORTED.contains(&other) => Err(error(
             "UnsupportedOperation",
             "AWS.SimpleQueueService.UnsupportedOperation",
-            format!("The operation {other} is not supported by Lamina."),
+            format!("The action {other} is not supported."),
+        )),
+        other => Err(error(
+            "InvalidAction",
+            "InvalidAction",
+            format!("The action {other} is not valid for this endpoint."),
         )),
     };
     let result = match result {
@@ -291,14 +332,112 @@ struct Sqs<'a> {
     host: &'a str,
 }
 
+fn missing(member: &str) -> SqsError {
+    error(
+        "MissingParameter",
+        "MissingParameter",
+        format!("The request must contain the parameter {member}."),
+    )
+}
+
 fn string<'a>(request: &'a Value, member: &str) -> SqsResult<&'a str> {
-    request[member].as_str().ok_or_else(|| {
-        error(
-            "MissingParameter",
-            "MissingParameter",
-            format!("The request must contain the parameter {member}."),
-        )
-    })
+    request[member].as_str().ok_or_else(|| missing(member))
+}
+
+/// An integer request member within `range`, if given; otherwise SQS's answer, which quotes
+/// the value: `Value 11 for parameter MaxNumberOfMessages is invalid. Reason: <reason>`.
+fn optional_integer(
+    value: &Value,
+    member: &str,
+    range: std::ops::RangeInclusive<u32>,
+    reason: &str,
+) -> SqsResult<Option<u32>> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    value
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|v| range.contains(v))
+        .map(Some)
+        .ok_or_else(|| {
+            let shown = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            invalid_parameter(format!(
+                "Value {shown} for parameter {member} is invalid. Reason: {reason}"
+            ))
+        })
+}
+
+/// The queue attributes of SQS's model (`QueueAttributeName`).
+const QUEUE_ATTRIBUTES: &[&str] = &[
+    "All",
+    "Policy",
+    "VisibilityTimeout",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "CreatedTimestamp",
+    "LastModifiedTimestamp",
+    "QueueArn",
+    "ApproximateNumberOfMessagesDelayed",
+    "DelaySeconds",
+    "ReceiveMessageWaitTimeSeconds",
+    "RedrivePolicy",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+    "RedriveAllowPolicy",
+    "SqsManagedSseEnabled",
+];
+
+/// The attributes of FIFO queues, which Lamina does not have.
+const FIFO_ATTRIBUTES: &[&str] = &[
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+];
+
+/// Operations of SQS's model that Lamina does not serve.
+const UNSUPPORTED: &[&str] = &[
+    "AddPermission",
+    "RemovePermission",
+    "StartMessageMoveTask",
+    "CancelMessageMoveTask",
+    "ListMessageMoveTasks",
+];
+
+fn invalid_attribute_value(name: &str) -> SqsError {
+    error(
+        "InvalidAttributeValue",
+        "InvalidAttributeValue",
+        format!("Invalid value for the parameter {name}."),
+    )
+}
+
+/// Records an attribute the engine keeps but does not act on; an empty value clears it.
+fn record(settings: &mut QueueSettings, name: &str, value: String) {
+    if value.is_empty() {
+        settings.recorded.remove(name);
+    } else {
+        settings.recorded.insert(name.to_owned(), value);
+    }
+}
+
+/// SQS's largest message, and the largest total of a batch.
+const MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// A checked message of a send, its size as SQS counts it, and the digests its answer reports.
+struct Sending {
+    message: NewMessage,
+    size: usize,
+    report: Value,
 }
 
 /// SQS's limits on a queue's tags.
@@ -354,50 +493,6 @@ fn bounded(name: &str, value: &Value, range: std::ops::RangeInclusive<u32>) -> S
         })
 }
 
-/// The MD5 of message attributes, as SQS computes it: each attribute by name, in order, as
-/// length-prefixed name, data type, a transport byte (1 string, 2 binary) and length-prefixed value.
-fn attributes_md5(attributes: &Map<String, Value>) -> Option<String> {
-    if attributes.is_empty() {
-        return None;
-    }
-    fn put(digest: &mut Md5, bytes: &[u8]) {
-        digest.update((bytes.len() as u32).to_be_bytes());
-        digest.update(bytes);
-    }
-    let mut digest = Md5::new();
-    let sorted: BTreeMap<&String, &Value> = attributes.iter().collect();
-    for (name, value) in sorted {
-        let data_type = value
-            .get("DataType")
-            .and_then(Value::as_str)
-            .unwrap_or("String");
-        put(&mut digest, name.as_bytes());
-        put(&mut digest, data_type.as_bytes());
-        match value.get("BinaryValue").and_then(Value::as_str) {
-            Some(binary) => {
-                digest.update([2u8]);
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(binary)
-                    .unwrap_or_default();
-                put(&mut digest, &bytes);
-            }
-            None => {
-                digest.update([1u8]);
-                let text = value
-                    .get("StringValue")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                put(&mut digest, text.as_bytes());
-            }
-        }
-    }
-    Some(hex::encode(digest.finalize()))
-}
-
-fn body_md5(body: &[u8]) -> String {
-    hex::encode(Md5::digest(body))
-}
-
 impl Sqs<'_> {
     fn url(&self, name: &str) -> String {
         format!("http://{}/{}/{}", self.host, self.account, name)
@@ -439,6 +534,11 @@ impl Sqs<'_> {
             return Ok(());
         };
         for (name, value) in attributes {
+            let text = || {
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            };
             match name.as_str() {
                 "VisibilityTimeout" => {
                     settings.visibility_timeout = bounded(name, value, 0..=43_200)?
@@ -454,21 +554,40 @@ impl Sqs<'_> {
                     settings.max_message_size = bounded(name, value, 1_024..=1_048_576)?
                 }
                 "RedrivePolicy" => settings.redrive = self.redrive(value).await?,
-                "Policy"
-                | "KmsMasterKeyId"
-                | "KmsDataKeyReusePeriodSeconds"
-                | "SqsManagedSseEnabled"
-                | "RedriveAllowPolicy" => {}
-                "FifoQueue"
-                | "ContentBasedDeduplication"
-                | "DeduplicationScope"
-                | "FifoThroughputLimit" => {
-                    return Err(error(
-                        "InvalidAttributeName",
-                        "InvalidAttributeName",
-                        format!("{name}: FIFO queues are not supported by Lamina."),
-                    ));
+                // Recorded, not enforced: they read back as set ("" clears them).
+                "Policy" | "RedriveAllowPolicy" => {
+                    let text = text();
+                    let is_object =
+                        serde_json::from_str::<Value>(&text).is_ok_and(|p| p.is_object());
+                    if !text.is_empty() && !is_object {
+                        return Err(invalid_attribute_value(name));
+                    }
+                    record(settings, name, text);
                 }
+                "KmsMasterKeyId" => {
+                    let key = text();
+                    // SQS encrypts with either a KMS key or its own keys, not both.
+                    if !key.is_empty() {
+                        settings.recorded.remove("SqsManagedSseEnabled");
+                    }
+                    record(settings, name, key);
+                }
+                "KmsDataKeyReusePeriodSeconds" => {
+                    let seconds = bounded(name, value, 60..=86_400)?;
+                    record(settings, name, seconds.to_string());
+                }
+                "SqsManagedSseEnabled" => {
+                    let enabled = match text().to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(invalid_attribute_value(name)),
+                    };
+                    if enabled {
+                        settings.recorded.remove("KmsMasterKeyId");
+                    }
+                    record(settings, name, enabled.to_string());
+                }
+                // Lamina's queues are standard queues, for which SQS knows no FIFO attribute.
                 other => {
                     return Err(error(
                         "InvalidAttributeName",
@@ -479,6 +598,47 @@ impl Sqs<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The attributes of a queue a client sets and reads back, as GetQueueAttributes reports
+    /// them (absent ones are not set).
+    fn configured(&self, settings: &QueueSettings) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("VisibilityTimeout", settings.visibility_timeout.to_string()),
+            ("MessageRetentionPeriod", settings.retention.to_string()),
+            ("DelaySeconds", settings.delay.to_string()),
+            (
+                "ReceiveMessageWaitTimeSeconds",
+                settings.receive_wait.to_string(),
+            ),
+            ("MaximumMessageSize", settings.max_message_size.to_string()),
+        ];
+        if let Some(redrive) = &settings.redrive {
+            out.push((
+                "RedrivePolicy",
+                json!({ "deadLetterTargetArn": self.arn(&redrive.dead_letter_queue), "maxReceiveCount": redrive.max_receive_count }).to_string(),
+            ));
+        }
+        let recorded = |name: &str| settings.recorded.get(name).filter(|v| !v.is_empty());
+        for name in ["Policy", "RedriveAllowPolicy"] {
+            if let Some(value) = recorded(name) {
+                out.push((name, value.clone()));
+            }
+        }
+        // A KMS key comes with its data key reuse period, 300 seconds unless set; SQS's own
+        // encryption (SSE-SQS) is on for every queue without one, unless turned off.
+        let key = recorded("KmsMasterKeyId");
+        if let Some(key) = key {
+            out.push(("KmsMasterKeyId", key.clone()));
+        }
+        match recorded("KmsDataKeyReusePeriodSeconds") {
+            Some(period) => out.push(("KmsDataKeyReusePeriodSeconds", period.clone())),
+            None if key.is_some() => out.push(("KmsDataKeyReusePeriodSeconds", "300".into())),
+            None => {}
+        }
+        let managed = key.is_none() && recorded("SqsManagedSseEnabled").is_none_or(|v| v == "true");
+        out.push(("SqsManagedSseEnabled", managed.to_string()));
+        out
     }
 
     async fn redrive(&self, value: &Value) -> SqsResult<Option<Redrive>> {
@@ -526,9 +686,18 @@ impl Sqs<'_> {
 
     async fn create_queue(&self, request: &Value) -> SqsResult<Value> {
         let name = string(request, "QueueName")?;
-        if name.ends_with(".fifo") {
-            return Err(invalid_parameter(
-                "FIFO queues are not supported by Lamina.",
+        let attributes = &request["Attributes"];
+        let given: Vec<&String> = attributes
+            .as_object()
+            .map(|a| a.keys().collect())
+            .unwrap_or_default();
+        // A FIFO attribute is refused as SQS refuses it for a standard queue, before the name
+        // (a `.fifo` name is not a standard queue's).
+        if let Some(fifo) = given.iter().find(|n| FIFO_ATTRIBUTES.contains(&n.as_str())) {
+            return Err(error(
+                "InvalidAttributeName",
+                "InvalidAttributeName",
+                format!("Unknown Attribute {fifo}."),
             ));
         }
         if !is_queue_name(name) {
@@ -538,30 +707,38 @@ impl Sqs<'_> {
         }
         let now = now_ms() / 1000;
         let mut settings = QueueSettings::new(now);
-        self.apply(&mut settings, &request["Attributes"]).await?;
+        self.apply(&mut settings, attributes).await?;
         // The JSON protocol names the member `tags`, the query protocol `Tag.N`.
         let tags = [&request["tags"], &request["Tags"]];
         if let Some(tags) = tags.into_iter().find(|t| !t.is_null()) {
             tag(&mut settings.tags, tags)?;
         }
-        if !self.queues.create_queue(name, settings.clone()).await? {
+        if !self.queues.create_queue(name, settings).await? {
+            // It exists: the same queue if every attribute given has its value there (those
+            // left out are not compared, nor are tags).
             let existing = self.queues.queue(name).await?.ok_or_else(no_queue)?;
-            // Tags are not attributes: a create with other tags still finds the queue.
-            let same = QueueSettings {
-                created: existing.created,
-                modified: existing.modified,
-                tags: existing.tags.clone(),
-                ..settings
+            let mut wanted = existing.clone();
+            self.apply(&mut wanted, attributes).await?;
+            let (before, after) = (self.configured(&existing), self.configured(&wanted));
+            let value = |reported: &[(&str, String)], name: &str| {
+                reported
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
             };
-            if request["Attributes"]
-                .as_object()
-                .is_some_and(|a| !a.is_empty())
-                && same != existing
-            {
+            let differing: Vec<&str> = given
+                .iter()
+                .map(|g| g.as_str())
+                .filter(|g| value(&before, g) != value(&after, g))
+                .collect();
+            if !differing.is_empty() {
                 return Err(error(
                     "QueueNameExists",
                     "QueueAlreadyExists",
-                    "A queue already exists with the same name and a different value for attribute(s)",
+                    format!(
+                        "A queue already exists with the same name and a different value for attribute(s) {}",
+                        differing.join(", ")
+                    ),
                 ));
             }
         }
@@ -586,7 +763,12 @@ impl Sqs<'_> {
             .into_iter()
             .filter(|n| is_queue_name(n))
             .collect();
-        Ok(self.page_of_urls("QueueUrls", &names, request))
+        let mut page = self.page_of_urls("QueueUrls", &names, request)?;
+        // SQS leaves the member out when no queue matches.
+        if page["QueueUrls"].as_array().is_some_and(Vec::is_empty) {
+            page.as_object_mut().map(|p| p.remove("QueueUrls"));
+        }
+        Ok(page)
     }
 
     async fn list_dead_letter_source_queues(&self, request: &Value) -> SqsResult<Value> {
@@ -598,20 +780,24 @@ impl Sqs<'_> {
                 sources.push(name);
             }
         }
-        Ok(self.page_of_urls("queueUrls", &sources, request))
+        self.page_of_urls("queueUrls", &sources, request)
     }
 
     /// One page of the URLs of `names` (in order) as `member`, by `MaxResults` and `NextToken`
     /// (the last name of the page before).
-    fn page_of_urls(&self, member: &str, names: &[String], request: &Value) -> Value {
+    fn page_of_urls(&self, member: &str, names: &[String], request: &Value) -> SqsResult<Value> {
         let after = request["NextToken"].as_str();
         let names: Vec<&String> = names
             .iter()
             .filter(|n| after.is_none_or(|a| n.as_str() > a))
             .collect();
-        let limit = request["MaxResults"]
-            .as_u64()
-            .map(|m| m.clamp(1, 1000) as usize);
+        let limit = optional_integer(
+            &request["MaxResults"],
+            "MaxResults",
+            1..=1000,
+            "MaxResults must be an integer between 1 and 1000.",
+        )?
+        .map(|m| m as usize);
         let page = &names[..names.len().min(limit.unwrap_or(1000))];
         let mut out = json!({ member: page.iter().map(|n| self.url(n)).collect::<Vec<_>>() });
         if let Some(limit) = limit
@@ -619,7 +805,7 @@ impl Sqs<'_> {
         {
             out["NextToken"] = json!(page[limit - 1]);
         }
-        out
+        Ok(out)
     }
 
     async fn tag_queue(&self, request: &Value) -> SqsResult<Value> {
@@ -667,18 +853,19 @@ impl Sqs<'_> {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
+        // Every name SQS's model knows is valid; those a standard queue does not have (FIFO
+        // ones) or that are not set are left out of the answer.
+        if let Some(unknown) = wanted.iter().find(|w| !QUEUE_ATTRIBUTES.contains(w)) {
+            return Err(error(
+                "InvalidAttributeName",
+                "InvalidAttributeName",
+                format!("Unknown Attribute {unknown}."),
+            ));
+        }
         let all = wanted.contains("All");
         let counts = self.queues.counts(&name, now_ms()).await?;
         let mut available: Vec<(&str, String)> = vec![
             ("QueueArn", self.arn(&name)),
-            ("VisibilityTimeout", settings.visibility_timeout.to_string()),
-            ("MessageRetentionPeriod", settings.retention.to_string()),
-            ("DelaySeconds", settings.delay.to_string()),
-            (
-                "ReceiveMessageWaitTimeSeconds",
-                settings.receive_wait.to_string(),
-            ),
-            ("MaximumMessageSize", settings.max_message_size.to_string()),
             ("ApproximateNumberOfMessages", counts.visible.to_string()),
             (
                 "ApproximateNumberOfMessagesNotVisible",
@@ -690,32 +877,8 @@ impl Sqs<'_> {
             ),
             ("CreatedTimestamp", settings.created.to_string()),
             ("LastModifiedTimestamp", settings.modified.to_string()),
-            ("SqsManagedSseEnabled", "false".into()),
         ];
-        if let Some(redrive) = &settings.redrive {
-            available.push((
-                "RedrivePolicy",
-                json!({ "deadLetterTargetArn": self.arn(&redrive.dead_letter_queue), "maxReceiveCount": redrive.max_receive_count }).to_string(),
-            ));
-        }
-        if let Some(unknown) = wanted
-            .iter()
-            .find(|w| **w != "All" && !available.iter().any(|(n, _)| n == *w))
-        {
-            let known = [
-                "RedrivePolicy",
-                "Policy",
-                "RedriveAllowPolicy",
-                "KmsMasterKeyId",
-            ];
-            if !known.contains(unknown) {
-                return Err(error(
-                    "InvalidAttributeName",
-                    "InvalidAttributeName",
-                    format!("Unknown Attribute {unknown}."),
-                ));
-            }
-        }
+        available.extend(self.configured(&settings));
         let attributes: Map<String, Value> = available
             .into_iter()
             .filter(|(n, _)| all || wanted.contains(n))
@@ -736,12 +899,9 @@ impl Sqs<'_> {
         Ok(json!({}))
     }
 
-    /// A message of a send, checked against the queue's limits.
-    fn message(
-        &self,
-        settings: &QueueSettings,
-        entry: &Value,
-    ) -> SqsResult<(NewMessage, String, Option<String>)> {
+    /// A message of a send, checked as SQS checks it (see [`sqs_message`]) and against the
+    /// queue's limits, with what the answer reports of it.
+    fn message(&self, settings: &QueueSettings, entry: &Value) -> SqsResult<Sending> {
         let body = string(entry, "MessageBody")?;
         if body.is_empty() {
             return Err(error(
@@ -750,66 +910,61 @@ impl Sqs<'_> {
                 "The request must contain the parameter MessageBody.",
             ));
         }
-        let attributes = entry["MessageAttributes"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let attribute_bytes: usize = attributes
-            .iter()
-            .map(|(k, v)| {
-                k.len()
-                    + v["StringValue"].as_str().map_or(0, str::len)
-                    + v["BinaryValue"].as_str().map_or(0, |b| b.len() * 3 / 4)
-            })
-            .sum();
-        if body.len() + attribute_bytes > settings.max_message_size as usize {
+        let checked = sqs_message::check(body, entry).map_err(|refusal| match refusal {
+            Refusal::InvalidParameterValue(message) => invalid_parameter(message),
+            Refusal::InvalidMessageContents(message) => {
+                error("InvalidMessageContents", "InvalidMessageContents", message)
+            }
+        })?;
+        if checked.size > settings.max_message_size as usize {
             return Err(invalid_parameter(format!(
                 "One or more parameters are invalid. Reason: Message must be shorter than {} bytes.",
                 settings.max_message_size
             )));
         }
-        if body.chars().any(|c| matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')) {
-            return Err(error("InvalidMessageContents", "InvalidMessageContents", "Invalid characters found."));
+        let delay = optional_integer(
+            &entry["DelaySeconds"],
+            "DelaySeconds",
+            0..=900,
+            "DelaySeconds must be >= 0 and <= 900.",
+        )?;
+        let mut report = json!({ "MD5OfMessageBody": body_md5(body.as_bytes()) });
+        if let Some(md5) = attributes_md5(&checked.attributes) {
+            report["MD5OfMessageAttributes"] = json!(md5);
         }
-        let delay = match &entry["DelaySeconds"] {
-            Value::Null => None,
-            value => Some(
-                value
-                    .as_u64()
-                    .filter(|d| *d <= 900)
-                    .ok_or_else(|| invalid_parameter("Value for parameter DelaySeconds is invalid. Reason: must be between 0 and 900."))?
-                    as u32,
-            ),
-        };
-        let md5_attributes = attributes_md5(&attributes);
-        Ok((
-            NewMessage {
+        if let Some(md5) = attributes_md5(&checked.system) {
+            report["MD5OfMessageSystemAttributes"] = json!(md5);
+        }
+        Ok(Sending {
+            message: NewMessage {
                 body: body.as_bytes().to_vec(),
-                attributes: Value::Object(attributes).to_string(),
+                attributes: sqs_message::stored(&checked),
                 delay,
             },
-            body_md5(body.as_bytes()),
-            md5_attributes,
-        ))
+            size: checked.size,
+            report,
+        })
     }
 
     async fn send_message(&self, request: &Value) -> SqsResult<Value> {
         let (name, settings) = self.named(request).await?;
-        let (message, md5_body, md5_attributes) = self.message(&settings, request)?;
+        let Sending {
+            message,
+            mut report,
+            ..
+        } = self.message(&settings, request)?;
         let ids = self
             .queues
             .send(&name, vec![message], now_ms())
             .await?
             .ok_or_else(no_queue)?;
-        let mut out = json!({ "MessageId": ids[0], "MD5OfMessageBody": md5_body });
-        if let Some(md5) = md5_attributes {
-            out["MD5OfMessageAttributes"] = json!(md5);
-        }
-        Ok(out)
+        report["MessageId"] = json!(ids[0]);
+        Ok(report)
     }
 
     /// The entries of a batch request, checked as SQS checks them.
-    fn entries<'r>(&self, request: &'r Value) -> SqsResult<&'r Vec<Value>> {
+    /// `kind` is the entry's shape, as SQS names it in its messages.
+    fn entries<'r>(&self, request: &'r Value, kind: &str) -> SqsResult<&'r Vec<Value>> {
         let entries = request["Entries"]
             .as_array()
             .filter(|e| !e.is_empty())
@@ -817,7 +972,7 @@ impl Sqs<'_> {
                 error(
                     "EmptyBatchRequest",
                     "AWS.SimpleQueueService.EmptyBatchRequest",
-                    "There should be at least one SendMessageBatchRequestEntry in the request.",
+                    format!("There should be at least one {kind} in the request."),
                 )
             })?;
         if entries.len() > lamina_store::queue::MAX_BATCH {
@@ -853,27 +1008,32 @@ impl Sqs<'_> {
 
     async fn send_message_batch(&self, request: &Value) -> SqsResult<Value> {
         let (name, settings) = self.named(request).await?;
-        let entries = self.entries(request)?;
-        let (mut accepted, mut failed, mut digests) = (Vec::new(), Vec::new(), Vec::new());
+        let entries = self.entries(request, "SendMessageBatchRequestEntry")?;
+        let (mut accepted, mut failed, mut reports) = (Vec::new(), Vec::new(), Vec::new());
         let mut total = 0usize;
         for entry in entries {
             let id = entry["Id"].as_str().unwrap_or("").to_owned();
             match self.message(&settings, entry) {
-                Ok((message, md5_body, md5_attributes)) => {
-                    total += message.body.len();
+                Ok(Sending {
+                    message,
+                    size,
+                    mut report,
+                }) => {
+                    total += size;
                     accepted.push(message);
-                    digests.push((id, md5_body, md5_attributes));
+                    report["Id"] = json!(id);
+                    reports.push(report);
                 }
-                Err(err) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": err.query_code, "Message": err.message })),
+                Err(err) => failed.push(err.entry(&id)),
             }
         }
-        if total > settings.max_message_size as usize {
+        // The batch as a whole is held to SQS's largest message, whatever the queue's limit.
+        if total > MAX_MESSAGE_BYTES {
             return Err(error(
                 "BatchRequestTooLong",
                 "AWS.SimpleQueueService.BatchRequestTooLong",
                 format!(
-                    "Batch requests cannot be longer than {} bytes.",
-                    settings.max_message_size
+                    "Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes. You have sent {total} bytes."
                 ),
             ));
         }
@@ -885,16 +1045,12 @@ impl Sqs<'_> {
                 .await?
                 .ok_or_else(no_queue)?
         };
-        let successful: Vec<Value> = digests
+        let successful: Vec<Value> = reports
             .into_iter()
             .zip(ids)
-            .map(|((id, md5_body, md5_attributes), message_id)| {
-                let mut entry =
-                    json!({ "Id": id, "MessageId": message_id, "MD5OfMessageBody": md5_body });
-                if let Some(md5) = md5_attributes {
-                    entry["MD5OfMessageAttributes"] = json!(md5);
-                }
-                entry
+            .map(|(mut report, message_id)| {
+                report["MessageId"] = json!(message_id);
+                report
             })
             .collect();
         Ok(json!({ "Successful": successful, "Failed": failed }))
@@ -916,6 +1072,7 @@ impl Sqs<'_> {
         ]
         .concat();
         let all = system.iter().any(|n| n == "All");
+        let (stored, system_attributes) = sqs_message::read_stored(&message.attributes);
         let mut attributes = Map::new();
         let mut put = |name: &str, value: String| {
             if all || system.iter().any(|n| n == name) {
@@ -932,6 +1089,9 @@ impl Sqs<'_> {
         if let Some(source) = &message.dead_letter_source {
             put("DeadLetterQueueSourceArn", self.arn(source));
         }
+        for (name, value) in system_attributes {
+            put(&name, value);
+        }
         let body = String::from_utf8_lossy(&message.body).into_owned();
         let mut out = json!({
             "MessageId": message.message_id,
@@ -942,21 +1102,10 @@ impl Sqs<'_> {
         if !attributes.is_empty() {
             out["Attributes"] = Value::Object(attributes);
         }
-        // Message attributes: those named, `All` or `.*`, or a `prefix.*`.
         let wanted = names("MessageAttributeNames");
-        let stored: Map<String, Value> =
-            serde_json::from_str(&message.attributes).unwrap_or_default();
         let chosen: Map<String, Value> = stored
             .into_iter()
-            .filter(|(name, _)| {
-                wanted.iter().any(|w| {
-                    w == "All"
-                        || w == ".*"
-                        || w == name
-                        || w.strip_suffix(".*")
-                            .is_some_and(|prefix| name.starts_with(prefix))
-                })
-            })
+            .filter(|(name, _)| sqs_message::chosen(&wanted, name))
             .collect();
         if let Some(md5) = attributes_md5(&chosen) {
             out["MD5OfMessageAttributes"] = json!(md5);
@@ -967,24 +1116,26 @@ impl Sqs<'_> {
 
     async fn receive_message(&self, request: &Value) -> SqsResult<Value> {
         let (name, settings) = self.named(request).await?;
-        let max = match &request["MaxNumberOfMessages"] {
-            Value::Null => 1,
-            value => value.as_u64().filter(|m| (1..=10).contains(m)).ok_or_else(|| {
-                invalid_parameter("Value for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided.")
-            })? as usize,
-        };
-        let visibility = match &request["VisibilityTimeout"] {
-            Value::Null => None,
-            value => Some(value.as_u64().filter(|v| *v <= 43_200).ok_or_else(|| {
-                invalid_parameter("Value for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200.")
-            })? as u32),
-        };
-        let wait = match &request["WaitTimeSeconds"] {
-            Value::Null => settings.receive_wait,
-            value => value.as_u64().filter(|w| *w <= 20).ok_or_else(|| {
-                invalid_parameter("Value for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided.")
-            })? as u32,
-        };
+        let max = optional_integer(
+            &request["MaxNumberOfMessages"],
+            "MaxNumberOfMessages",
+            1..=10,
+            "Must be between 1 and 10, if provided.",
+        )?
+        .unwrap_or(1) as usize;
+        let visibility = optional_integer(
+            &request["VisibilityTimeout"],
+            "VisibilityTimeout",
+            0..=43_200,
+            "Must be >= 0 and <= 43200, if provided.",
+        )?;
+        let wait = optional_integer(
+            &request["WaitTimeSeconds"],
+            "WaitTimeSeconds",
+            0..=20,
+            "Must be >= 0 and <= 20, if provided.",
+        )?
+        .unwrap_or(settings.receive_wait);
         let deadline = now_ms() + i64::from(wait) * 1000;
         let messages = self
             .queues
@@ -1021,20 +1172,27 @@ impl Sqs<'_> {
     async fn delete_message_batch(&self, request: &Value) -> SqsResult<Value> {
         let (name, _) = self.named(request).await?;
         let (mut successful, mut failed) = (Vec::new(), Vec::new());
-        for entry in self.entries(request)? {
+        for entry in self.entries(request, "DeleteMessageBatchRequestEntry")? {
             let id = entry["Id"].as_str().unwrap_or("");
-            match self.delete_one(&name, entry["ReceiptHandle"].as_str().unwrap_or("")).await {
+            match self
+                .delete_one(&name, entry["ReceiptHandle"].as_str().unwrap_or(""))
+                .await
+            {
                 Ok(()) => successful.push(json!({ "Id": id })),
-                Err(err) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": err.query_code, "Message": err.message })),
+                Err(err) => failed.push(err.entry(id)),
             }
         }
         Ok(json!({ "Successful": successful, "Failed": failed }))
     }
 
     async fn change_one(&self, name: &str, receipt: &str, timeout: &Value) -> SqsResult<()> {
-        let timeout = timeout.as_u64().filter(|t| *t <= 43_200).ok_or_else(|| {
-            invalid_parameter("Value for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200.")
-        })? as u32;
+        let timeout = optional_integer(
+            timeout,
+            "VisibilityTimeout",
+            0..=43_200,
+            "VisibilityTimeout must be an integer between 0 and 43200.",
+        )?
+        .ok_or_else(|| missing("VisibilityTimeout"))?;
         match self
             .queues
             .change_visibility(name, receipt, timeout, now_ms())
@@ -1068,11 +1226,18 @@ impl Sqs<'_> {
     async fn change_visibility_batch(&self, request: &Value) -> SqsResult<Value> {
         let (name, _) = self.named(request).await?;
         let (mut successful, mut failed) = (Vec::new(), Vec::new());
-        for entry in self.entries(request)? {
+        for entry in self.entries(request, "ChangeMessageVisibilityBatchRequestEntry")? {
             let id = entry["Id"].as_str().unwrap_or("");
-            match self.change_one(&name, entry["ReceiptHandle"].as_str().unwrap_or(""), &entry["VisibilityTimeout"]).await {
+            match self
+                .change_one(
+                    &name,
+                    entry["ReceiptHandle"].as_str().unwrap_or(""),
+                    &entry["VisibilityTimeout"],
+                )
+                .await
+            {
                 Ok(()) => successful.push(json!({ "Id": id })),
-                Err(err) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": err.query_code, "Message": err.message })),
+                Err(err) => failed.push(err.entry(id)),
             }
         }
         Ok(json!({ "Successful": successful, "Failed": failed }))
@@ -1084,25 +1249,89 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attribute_digest_matches_sqs() {
-        // The digest SQS documents for one string attribute, checked against boto3's algorithm.
-        let attributes: Map<String, Value> = serde_json::from_value(json!({
-            "color": {"DataType": "String", "StringValue": "red"}
-        }))
-        .unwrap();
-        let mut expected = Md5::new();
-        for part in [&b"color"[..], b"String"] {
-            expected.update((part.len() as u32).to_be_bytes());
-            expected.update(part);
+    fn requests_are_routed_by_target_form_action_or_signed_service() {
+        let scoped = |service: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/{service}/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=abc"
+            )
+        };
+        let sqs = scoped("sqs");
+        let lambda = scoped("lambda");
+        let form = "application/x-www-form-urlencoded; charset=utf-8";
+        let presigned =
+            "/?Action=ListQueues&X-Amz-Credential=AKID%2F20240101%2Fus-east-1%2Fsqs%2Faws4_request";
+        // Method, URI, headers, the protocol it is routed to (`None`: the Lambda API).
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<Protocol>);
+        let cases: &[Case] = &[
+            (
+                "POST",
+                "/",
+                &[("x-amz-target", "AmazonSQS.ListQueues")],
+                Some(Protocol::Json),
+            ),
+            (
+                "POST",
+                "/",
+                &[("content-type", form)],
+                Some(Protocol::Query),
+            ),
+            (
+                "POST",
+                "/000000000000/q",
+                &[("content-type", form)],
+                Some(Protocol::Query),
+            ),
+            ("GET", "/?Action=ListQueues", &[], Some(Protocol::Query)),
+            (
+                "GET",
+                "/000000000000/q?Action=ReceiveMessage",
+                &[],
+                Some(Protocol::Query),
+            ),
+            (
+                "GET",
+                "/",
+                &[("authorization", &sqs)],
+                Some(Protocol::Query),
+            ),
+            (
+                "POST",
+                "/",
+                &[("authorization", &sqs)],
+                Some(Protocol::Query),
+            ),
+            ("GET", presigned, &[], Some(Protocol::Query)),
+            ("GET", "/", &[("authorization", &lambda)], None),
+            ("GET", "/", &[], None),
+            (
+                "GET",
+                "/2015-03-31/functions",
+                &[("authorization", &sqs)],
+                None,
+            ),
+            ("GET", "/2015-03-31/functions?Action=x", &[], None),
+            (
+                "POST",
+                "/2015-03-31/functions",
+                &[("content-type", "application/json")],
+                None,
+            ),
+            ("GET", "/000000000000/not.a.queue?Action=x", &[], None),
+        ];
+        for (method, uri, headers, expected) in cases {
+            let mut map = HeaderMap::new();
+            for (name, value) in *headers {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                map.insert(name, value.parse().unwrap());
+            }
+            let method: http::Method = method.parse().unwrap();
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(
+                protocol(&method, &uri, &map),
+                *expected,
+                "{method} {uri} {headers:?}"
+            );
         }
-        expected.update([1u8]);
-        expected.update(3u32.to_be_bytes());
-        expected.update(b"red");
-        assert_eq!(
-            attributes_md5(&attributes),
-            Some(hex::encode(expected.finalize()))
-        );
-        assert_eq!(attributes_md5(&Map::new()), None);
-        assert_eq!(body_md5(b"hello"), "5d41402abc4b2a76b9719d911017c592");
     }
 }

@@ -41,6 +41,10 @@ pub struct QueueSettings {
     /// Cost-allocation tags: metadata, no behaviour.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Attributes the engine records but does not act on (access policies, encryption
+    /// settings), by their SQS names, as last set: they read back as written.
+    #[serde(default)]
+    pub recorded: BTreeMap<String, String>,
     /// Epoch seconds.
     pub created: i64,
     pub modified: i64,
@@ -56,6 +60,7 @@ impl QueueSettings {
             max_message_size: 1_048_576,
             redrive: None,
             tags: BTreeMap::new(),
+            recorded: BTreeMap::new(),
             created: now_s,
             modified: now_s,
         }
@@ -66,7 +71,8 @@ impl QueueSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub body: Vec<u8>,
-    /// Its message attributes, as JSON (the API's shape), kept as given.
+    /// Its attributes as a JSON document, kept as given: opaque to the engine (the SQS API keeps
+    /// message and system attributes there, Lamina's own queues a retry's state).
     pub attributes: String,
     /// Seconds it stays invisible; `None` takes the queue's delay.
     pub delay: Option<u32>,
@@ -81,7 +87,7 @@ pub struct Received {
     pub body: Vec<u8>,
     pub attributes: String,
     pub sent_ms: i64,
-    /// Deliveries so far, this one included.
+    /// Deliveries so far, this one included, counting those from a queue it was redriven from.
     pub receive_count: u32,
     pub first_received_ms: i64,
     /// The queue it came from, when it was moved here by redrive.
@@ -136,7 +142,8 @@ pub trait QueueStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Option<Vec<String>>>;
     /// Leases up to `max` visible messages for `visibility_s` seconds (`None`: the queue's).
-    /// Messages received `max_receive_count` times already move to the dead-letter queue instead.
+    /// Messages received `max_receive_count` times already move to the dead-letter queue instead,
+    /// keeping their receive count there.
     async fn receive(
         &self,
         queue: &str,
@@ -147,7 +154,8 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Deletes the message of a delivery.
     async fn delete(&self, queue: &str, receipt: &str) -> Result<Receipt>;
     /// Sets how much longer a delivery stays invisible (0 releases it at once). The message
-    /// stays in flight, leased to its receiver, until then.
+    /// stays in flight, leased to its receiver, until then. As in SQS, the handle of an earlier
+    /// delivery is honoured while the message is in flight (received again, not yet visible).
     async fn change_visibility(
         &self,
         queue: &str,

@@ -56,6 +56,40 @@ pub async fn suite(engine: &dyn QueueStore) {
         .unwrap()
         .unwrap();
     assert_eq!((again.len(), again[0].receive_count), (2, 2));
+    // While a message is in flight, the handle of an earlier delivery still changes its
+    // visibility (as in SQS); once it is visible again, no handle does.
+    assert_eq!(
+        engine
+            .change_visibility("q", &got[0].receipt, 20, 11_000)
+            .await
+            .unwrap(),
+        Receipt::Done
+    );
+    assert_eq!(
+        engine
+            .change_visibility("q", &got[1].receipt, 0, 11_000)
+            .await
+            .unwrap(),
+        Receipt::Done
+    );
+    assert_eq!(
+        engine
+            .change_visibility("q", &got[1].receipt, 5, 11_000)
+            .await
+            .unwrap(),
+        Receipt::Stale,
+        "released: no longer in flight"
+    );
+    let again = [
+        again[0].clone(),
+        engine
+            .receive("q", 10, None, 11_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .remove(0),
+    ];
+    assert_eq!(again[1].receive_count, 3);
     // An old receipt no longer deletes; the newest does.
     assert_eq!(
         engine.delete("q", &got[0].receipt).await.unwrap(),
@@ -88,7 +122,7 @@ pub async fn suite(engine: &dyn QueueStore) {
             b[0].attributes.as_str(),
             b[0].receive_count
         ),
-        (b"b".as_slice(), "{\"n\":1}", 3)
+        (b"b".as_slice(), "{\"n\":1}", 4)
     );
 
     // Delays and retention.
@@ -177,9 +211,11 @@ pub async fn suite(engine: &dyn QueueStore) {
     assert_eq!(
         (
             dead[0].body.as_slice(),
-            dead[0].dead_letter_source.as_deref()
+            dead[0].dead_letter_source.as_deref(),
+            dead[0].receive_count,
         ),
-        (b"poison".as_slice(), Some("src"))
+        (b"poison".as_slice(), Some("src"), 3),
+        "the receive count goes on in the dead-letter queue"
     );
 
     // A consumer that died: its leases come back ("b" is still leased from before), but a

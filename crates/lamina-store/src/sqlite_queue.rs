@@ -61,17 +61,37 @@ fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
 }
 
-fn encode_receipt(seq: i64, token: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{seq}:{token}"))
+/// A receipt handle names the message (`seq`), the delivery (the receive count it was made for)
+/// and the message's token, a secret drawn at its first delivery: a handle is the message's if
+/// the token matches, and the current delivery's if the count does too.
+fn encode_receipt(seq: i64, delivery: u32, token: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{seq}:{delivery}:{token}"))
 }
 
-fn decode_receipt(receipt: &str) -> Option<(i64, String)> {
+/// A decoded receipt handle: the message, the delivery (`None` for the handles of earlier
+/// versions, `seq:token`, whose token was the delivery's own) and the token.
+struct Handle {
+    seq: i64,
+    delivery: Option<u32>,
+    token: String,
+}
+
+fn decode_receipt(receipt: &str) -> Option<Handle> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(receipt)
         .ok()?;
     let text = String::from_utf8(raw).ok()?;
-    let (seq, token) = text.split_once(':')?;
-    Some((seq.parse().ok()?, token.to_owned()))
+    let parts: Vec<&str> = text.split(':').collect();
+    let (seq, delivery, token) = match parts.as_slice() {
+        [seq, token] => (seq, None, token),
+        [seq, delivery, token] => (seq, Some(delivery.parse().ok()?), token),
+        _ => return None,
+    };
+    Some(Handle {
+        seq: seq.parse().ok()?,
+        delivery,
+        token: (*token).to_owned(),
+    })
 }
 
 fn settings_of(conn: &Connection, queue: &str) -> rusqlite::Result<Option<QueueSettings>> {
@@ -166,7 +186,10 @@ impl SqliteQueues {
     }
 
     /// Makes the delivery `receipt` names visible `after_s` from now, still leased or not, with
-    /// new attributes if given; wakes long polls if it is visible at once.
+    /// new attributes if given; wakes long polls if it is visible at once. The delivery must be
+    /// the message's latest, unless `earlier_in_flight` allows an earlier one of a message that
+    /// is still in flight (as SQS allows for a visibility change).
+    #[allow(clippy::too_many_arguments)]
     async fn update_lease(
         &self,
         queue: &str,
@@ -175,8 +198,9 @@ impl SqliteQueues {
         after_s: u32,
         leased: bool,
         attributes: Option<String>,
+        earlier_in_flight: bool,
     ) -> Result<Receipt> {
-        let Some((seq, token)) = decode_receipt(receipt) else {
+        let Some(handle) = decode_receipt(receipt) else {
             return Ok(Receipt::Invalid);
         };
         let name = queue.to_owned();
@@ -186,8 +210,20 @@ impl SqliteQueues {
                 let changed = conn.execute(
                     "UPDATE messages SET visible_ms = ?4, leased = ?5,
                         attributes = COALESCE(?6, attributes)
-                     WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 AND leased = 1",
-                    params![seq, name, token, visible_ms, leased, attributes],
+                     WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 AND leased = 1
+                       AND (receive_count = COALESCE(?7, receive_count)
+                            OR (?8 AND receive_count > ?7 AND visible_ms > ?9))",
+                    params![
+                        handle.seq,
+                        name,
+                        handle.token,
+                        visible_ms,
+                        leased,
+                        attributes,
+                        handle.delivery,
+                        earlier_in_flight,
+                        now_ms
+                    ],
                 )?;
                 Ok(Receipt::from_changed(changed))
             })
@@ -335,14 +371,14 @@ impl QueueStore for SqliteQueues {
                 };
                 let visibility = i64::from(visibility_s.unwrap_or(settings.visibility_timeout)) * 1000;
                 let mut candidates = conn.prepare_cached(
-                    "SELECT seq, message_id, body, attributes, sent_ms, receive_count, first_receive_ms, dlq_source
+                    "SELECT seq, message_id, body, attributes, sent_ms, receive_count, first_receive_ms, dlq_source, receipt
                      FROM messages WHERE queue = ?1 AND visible_ms <= ?2 AND expires_ms > ?2
                      ORDER BY visible_ms, seq LIMIT ?3",
                 )?;
-                type Row = (i64, String, Vec<u8>, String, i64, u32, Option<i64>, Option<String>);
+                type Row = (i64, String, Vec<u8>, String, i64, u32, Option<i64>, Option<String>, Option<String>);
                 let rows: Vec<Row> = candidates
                     .query_map(params![name, now_ms, max as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?;
                 let dead_letter = settings
@@ -350,21 +386,23 @@ impl QueueStore for SqliteQueues {
                     .as_ref()
                     .filter(|r| settings_of(conn, &r.dead_letter_queue).ok().flatten().is_some());
                 let (mut out, mut moved) = (Vec::new(), false);
-                for (seq, message_id, body, attributes, sent_ms, count, first, source) in rows {
+                for (seq, message_id, body, attributes, sent_ms, count, first, source, token) in rows {
                     if let Some(redrive) = dead_letter
                         && count >= redrive.max_receive_count
                     {
-                        // Delivered as often as allowed: off to the dead-letter queue.
+                        // Delivered as often as allowed: off to the dead-letter queue, where
+                        // its receive count goes on (as in SQS). Its token is drawn anew, so
+                        // no handle from the source queue reaches it there.
                         conn.execute(
-                            "UPDATE messages SET queue = ?2, visible_ms = ?3, receive_count = 0,
-                                first_receive_ms = NULL, receipt = NULL, leased = 0, dlq_source = ?4
+                            "UPDATE messages SET queue = ?2, visible_ms = ?3,
+                                receipt = NULL, leased = 0, dlq_source = ?4
                              WHERE seq = ?1",
                             params![seq, redrive.dead_letter_queue, now_ms, name],
                         )?;
                         moved = true;
                         continue;
                     }
-                    let token = uuid::Uuid::new_v4().simple().to_string();
+                    let token = token.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
                     let first = first.unwrap_or(now_ms);
                     conn.execute(
                         "UPDATE messages SET visible_ms = ?2, receive_count = receive_count + 1,
@@ -374,7 +412,7 @@ impl QueueStore for SqliteQueues {
                     )?;
                     out.push(Received {
                         message_id,
-                        receipt: encode_receipt(seq, &token),
+                        receipt: encode_receipt(seq, count + 1, &token),
                         body,
                         attributes,
                         sent_ms,
@@ -394,14 +432,15 @@ impl QueueStore for SqliteQueues {
     }
 
     async fn delete(&self, queue: &str, receipt: &str) -> Result<Receipt> {
-        let Some((seq, token)) = decode_receipt(receipt) else {
+        let Some(handle) = decode_receipt(receipt) else {
             return Ok(Receipt::Invalid);
         };
         let name = queue.to_owned();
         self.run(move |conn| {
             let deleted = conn.execute(
-                "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
-                params![seq, name, token],
+                "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3
+                    AND receive_count = COALESCE(?4, receive_count)",
+                params![handle.seq, name, handle.token, handle.delivery],
             )?;
             Ok(Receipt::from_changed(deleted))
         })
@@ -417,7 +456,7 @@ impl QueueStore for SqliteQueues {
     ) -> Result<Receipt> {
         // Still leased until it shows again, unless released at once.
         let leased = visibility_s > 0;
-        self.update_lease(queue, receipt, now_ms, visibility_s, leased, None)
+        self.update_lease(queue, receipt, now_ms, visibility_s, leased, None, true)
             .await
     }
 
@@ -429,8 +468,16 @@ impl QueueStore for SqliteQueues {
         attributes: String,
         now_ms: i64,
     ) -> Result<Receipt> {
-        self.update_lease(queue, receipt, now_ms, delay_s, false, Some(attributes))
-            .await
+        self.update_lease(
+            queue,
+            receipt,
+            now_ms,
+            delay_s,
+            false,
+            Some(attributes),
+            false,
+        )
+        .await
     }
 
     async fn counts(&self, queue: &str, now_ms: i64) -> Result<Counts> {
@@ -545,6 +592,31 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(kept[0].body, b"kept");
+    }
+
+    #[tokio::test]
+    async fn receipts_of_the_earlier_form_still_work_for_their_delivery() {
+        let engine = SqliteQueues::in_memory().unwrap();
+        queue(&engine, "q", |_| {}).await;
+        engine.send("q", vec![message("m")], 0).await.unwrap();
+        let got = engine.receive("q", 1, None, 0).await.unwrap().unwrap();
+        let handle = decode_receipt(&got[0].receipt).unwrap();
+        assert_eq!(handle.delivery, Some(1));
+        // Handed out before deliveries were counted in it: `seq:token`.
+        let earlier = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}:{}", handle.seq, handle.token));
+        assert_eq!(
+            engine
+                .change_visibility("q", &earlier, 60, 0)
+                .await
+                .unwrap(),
+            Receipt::Done
+        );
+        assert_eq!(engine.delete("q", &earlier).await.unwrap(), Receipt::Done);
+        assert_eq!(
+            engine.delete("q", "bm90IGEgcmVjZWlwdA").await.unwrap(),
+            Receipt::Invalid
+        );
     }
 
     #[tokio::test]
