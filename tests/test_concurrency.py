@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import create, error_code, make_zip, metrics
+from conftest import create, error_code, make_zip, metrics, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
 
@@ -206,15 +206,38 @@ def test_provisioned_concurrency_on_an_alias(lam):
     lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1)
     assert wait_status(lam, name, "live", "READY")["Status"] == "READY"
     assert invoke(lam, name, Qualifier="live")[1]["init"] == "provisioned-concurrency"
-    # The version itself has no provisioned concurrency of its own ...
-    assert invoke(lam, name, Qualifier=version)[1]["init"] == "on-demand"
-    # ... and cannot get any while an alias on it has.
+    # Provisioned concurrency belongs to the version: invoking it directly uses it too ...
+    assert invoke(lam, name, Qualifier=version)[1]["init"] == "provisioned-concurrency"
+    assert invoke(lam, name)[1]["init"] == "on-demand", "$LATEST is another version"
+    # ... and it cannot get a configuration of its own while an alias on it has one.
     with pytest.raises(Exception) as e:
         lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=1)
     assert error_code(e) == "ResourceConflictException"
     # Deleting the alias takes its configuration along.
     lam.delete_alias(FunctionName=name, Name="live")
     assert lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == []
+
+
+def test_a_reservation_pays_for_provisioned_concurrency_first(lam):
+    """Reserved 1 with 1 provisioned on version 1: the provisioned instance serves version 1,
+    and nothing is left on demand, so $LATEST is throttled, as on Lambda."""
+    name = probe(lam)
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=1)
+    assert wait_status(lam, name, version, "READY")["Status"] == "READY"
+    assert invoke(lam, name, Qualifier=version)[1]["init"] == "provisioned-concurrency"
+    reason, _ = throttle_of(lambda: invoke(lam, name))
+    assert reason == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    # Without the provisioned concurrency the whole reservation is on demand again.
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier=version)
+
+    def served():
+        try:
+            return invoke(lam, name)[1]["init"] == "on-demand"
+        except lam.exceptions.TooManyRequestsException:
+            return False
+    assert wait_for(served, 10)
 
 
 def test_provisioned_concurrency_requests_are_validated(lam):

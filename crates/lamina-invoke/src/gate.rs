@@ -16,6 +16,10 @@ pub(crate) struct FunctionState {
     reserved: AtomicI64,
     /// Invocations running now, provisioned or on demand.
     in_use: AtomicU32,
+    /// Of those, the ones on demand.
+    on_demand: AtomicU32,
+    /// Provisioned concurrency configured over all its versions and aliases.
+    provisioned: AtomicU32,
     pub invocations: AtomicU64,
     pub throttles: AtomicU64,
     pub cold_starts: AtomicU64,
@@ -33,6 +37,8 @@ impl FunctionState {
             name: name.to_owned(),
             reserved: AtomicI64::new(-1),
             in_use: AtomicU32::new(0),
+            on_demand: AtomicU32::new(0),
+            provisioned: AtomicU32::new(0),
             invocations: AtomicU64::new(0),
             throttles: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
@@ -100,6 +106,7 @@ impl Gate {
         function
             .reserved
             .store(reserved.map_or(-1, i64::from), Ordering::Relaxed);
+        function.provisioned.store(provisioned, Ordering::Relaxed);
         let mut allocations = self.allocations.lock().unwrap_or_else(|p| p.into_inner());
         if reserved.is_none() && provisioned == 0 {
             allocations.remove(&function.name);
@@ -130,10 +137,24 @@ impl Gate {
         function: &Arc<FunctionState>,
         provisioned: bool,
     ) -> Result<Permit, ThrottleReason> {
+        let reserved_limit = ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded;
         let unreserved = match function.reserved() {
-            Some(reserved) => {
+            Some(reserved) if provisioned => {
                 if !increment_below(&function.in_use, reserved) {
-                    return Err(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded);
+                    return Err(reserved_limit);
+                }
+                false
+            }
+            Some(reserved) => {
+                // The reservation pays for the function's provisioned concurrency first; on
+                // demand it has what is left (reserved 1 with 1 provisioned: nothing).
+                let left = reserved.saturating_sub(function.provisioned.load(Ordering::Relaxed));
+                if !increment_below(&function.on_demand, left) {
+                    return Err(reserved_limit);
+                }
+                if !increment_below(&function.in_use, reserved) {
+                    function.on_demand.fetch_sub(1, Ordering::Relaxed);
+                    return Err(reserved_limit);
                 }
                 false
             }
@@ -147,6 +168,7 @@ impl Gate {
                     return Err(ThrottleReason::ConcurrentInvocationLimitExceeded);
                 }
                 function.in_use.fetch_add(1, Ordering::Relaxed);
+                function.on_demand.fetch_add(1, Ordering::Relaxed);
                 true
             }
         };
@@ -156,6 +178,7 @@ impl Gate {
             gate: self.clone(),
             function: function.clone(),
             unreserved,
+            on_demand: !provisioned,
         })
     }
 
@@ -229,11 +252,15 @@ pub(crate) struct Permit {
     gate: Arc<Gate>,
     function: Arc<FunctionState>,
     unreserved: bool,
+    on_demand: bool,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         self.function.in_use.fetch_sub(1, Ordering::Relaxed);
+        if self.on_demand {
+            self.function.on_demand.fetch_sub(1, Ordering::Relaxed);
+        }
         self.gate.in_use.fetch_sub(1, Ordering::Relaxed);
         if self.unreserved {
             self.gate.unreserved_in_use.fetch_sub(1, Ordering::Relaxed);
@@ -357,5 +384,24 @@ mod tests {
         assert_eq!(f.in_use(), 1);
         drop(permit);
         assert_eq!(gate.throttles(), 0, "waiting is not throttling");
+    }
+
+    #[test]
+    fn a_reservation_pays_for_provisioned_concurrency_first() {
+        let gate = gate(10);
+        let f = Arc::new(FunctionState::new("f", 1000));
+        gate.set_allocation(&f, Some(2), 1);
+        let on_demand = gate.admit(&f, false).unwrap();
+        assert!(gate.admit(&f, false).is_err(), "one of two is provisioned");
+        let provisioned = gate.admit(&f, true).unwrap();
+        assert!(gate.admit(&f, true).is_err());
+        drop((on_demand, provisioned));
+        gate.set_allocation(&f, Some(1), 1);
+        assert_eq!(
+            gate.admit(&f, false).err(),
+            Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded),
+            "reserved 1 with 1 provisioned leaves nothing on demand"
+        );
+        assert!(gate.admit(&f, true).is_ok());
     }
 }

@@ -534,7 +534,10 @@ impl Invoker {
             .is_some_and(|current| Arc::ptr_eq(current, pool))
     }
 
-    /// The provisioned set serving invocations of `qualifier` that were routed to `version`.
+    /// The provisioned set serving invocations of `qualifier` that were routed to `version`:
+    /// the qualifier's own, or else any of the function's whose version that is — provisioned
+    /// concurrency belongs to the version, so invoking version 1 directly uses what an alias
+    /// of version 1 provisioned, as on Lambda.
     fn provisioned_for(
         &self,
         function: &str,
@@ -542,8 +545,13 @@ impl Invoker {
         version: &Version,
     ) -> Option<Arc<ProvisionedSet>> {
         let sets = read(&self.provisioned);
-        let set = sets.get(&(function.to_owned(), qualifier.to_owned()))?;
-        (PoolKey::of(&set.version) == PoolKey::of(version)).then(|| set.clone())
+        let key = PoolKey::of(version);
+        if let Some(set) = sets.get(&(function.to_owned(), qualifier.to_owned())) {
+            return (PoolKey::of(&set.version) == key).then(|| set.clone());
+        }
+        sets.iter()
+            .find(|((f, _), set)| f == function && PoolKey::of(&set.version) == key)
+            .map(|(_, set)| set.clone())
     }
 
     fn instance_config(&self, version: &Version, init_type: InitType) -> InstanceConfig {
