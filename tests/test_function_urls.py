@@ -108,7 +108,11 @@ def test_url_config_lifecycle_and_errors(lam, server):
     with pytest.raises(Exception) as e:
         lam.get_function_url_config(FunctionName=name)
     assert (error_code(e), status(e)) == ("ResourceNotFoundException", 404)
-    assert call(server, created["FunctionUrl"])[0] == 404
+    # A URL that names no function answers as Lambda does for any host it does not serve.
+    code, headers, body = call(server, created["FunctionUrl"])
+    assert (code, json.loads(body)) == (403, {"Message": None})
+    code, _, body = call(server, server.url + "/_lamina/urls/" + "0" * 32 + "/")
+    assert (code, json.loads(body)) == (403, {"Message": None})
 
 
 def test_auth_none_needs_the_public_permission(lam, server):
@@ -162,7 +166,8 @@ def test_results_map_to_http_responses(lam, server):
     code, headers, body = call(server, url, path="/plain")
     assert (code, body, headers["Content-Type"]) == (200, b'"Hello"', "application/json")
     code, headers, body = call(server, url, path="/fail")
-    assert code == 502 and json.loads(body) == {"Message": "Internal Server Error"}
+    assert (code, body) == (502, b"Internal Server Error")
+    assert headers["Content-Type"].startswith("text/plain")
     code, _, _ = call(server, url, path="/slow")
     assert code == 502, "a timeout is a bad gateway too"
     assert call(server, url)[0] == 200, "a fresh instance serves the next request"
@@ -230,7 +235,8 @@ def test_alias_urls(lam, server):
     assert config["FunctionArn"].endswith(f":function:{name}:live")
     assert call(server, url)[0] == 200
     lam.delete_alias(FunctionName=name, Name="live")
-    assert call(server, url)[0] == 404, "deleting the alias deletes its URL"
+    code, _, body = call(server, url)
+    assert (code, json.loads(body)) == (403, {"Message": None}), "deleting the alias deletes its URL"
 
 
 def test_the_returned_url_works_in_urllib_requests_and_node_fetch(lam, server):

@@ -208,13 +208,7 @@ pub async fn serve(
     let (parts, body) = request.into_parts();
     let target = match state.urls.target(state.store.as_ref(), &url_id).await {
         Ok(Some(target)) => target,
-        Ok(None) => {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFoundException",
-                "Not Found",
-            );
-        }
+        Ok(None) => return unknown_url(),
         Err(err) => {
             tracing::error!(%err, "looking up a function URL");
             return refuse(
@@ -311,12 +305,30 @@ pub async fn serve(
     response
 }
 
+/// A function that failed (or answered what cannot be an HTTP response): Lambda's 502 with a
+/// plain-text body.
 fn function_failed() -> Response {
-    refuse(
-        StatusCode::BAD_GATEWAY,
-        "FunctionError",
-        "Internal Server Error",
+    let mut response = (StatusCode::BAD_GATEWAY, "Internal Server Error").into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A URL that names no function (never did, or its function or alias is deleted): Lambda
+/// answers `403 {"Message":null}`, as for any host it does not serve.
+fn unknown_url() -> Response {
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({ "Message": null })),
     )
+        .into_response();
+    response.headers_mut().insert(
+        "x-amzn-ErrorType",
+        HeaderValue::from_static("AccessDeniedException"),
+    );
+    response
 }
 
 fn invoke_failed(err: &Error) -> Response {
@@ -326,11 +338,8 @@ fn invoke_failed(err: &Error) -> Response {
             "TooManyRequestsException",
             "Rate Exceeded.",
         ),
-        ErrorKind::ResourceNotFound => refuse(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "Not Found",
-        ),
+        // The alias (or function) behind the URL went away since it was looked up.
+        ErrorKind::ResourceNotFound => unknown_url(),
         _ => {
             tracing::error!(%err, "invoking through a function URL");
             refuse(
@@ -621,23 +630,13 @@ fn respond(payload: &[u8]) -> Response {
         .or_else(|| result["statusCode"].as_str().and_then(|s| s.parse().ok()))
         .and_then(|code| StatusCode::from_u16(code as u16).ok());
     let Some(status) = status else {
-        return refuse(
-            StatusCode::BAD_GATEWAY,
-            "FunctionError",
-            "Internal Server Error",
-        );
+        return function_failed();
     };
     let body = match result.get("body") {
         Some(Value::String(body)) if result.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
             match base64::engine::general_purpose::STANDARD.decode(body) {
                 Ok(bytes) => bytes,
-                Err(_) => {
-                    return refuse(
-                        StatusCode::BAD_GATEWAY,
-                        "FunctionError",
-                        "Internal Server Error",
-                    );
-                }
+                Err(_) => return function_failed(),
             }
         }
         Some(Value::String(body)) => body.clone().into_bytes(),
