@@ -7,24 +7,11 @@
 //! signature, stamps the request id and normalises the path, so no handler repeats any of it.
 #![forbid(unsafe_code)]
 
-mod aliases;
-mod code_location;
 mod error;
-mod event_invoke;
-mod event_stream;
-mod function_url;
-mod functions;
-mod invoke;
+mod lambda;
 mod metrics;
-mod permissions;
-mod provisioned;
-mod render;
-mod settings;
 pub mod sigv4;
 mod sqs;
-mod sqs_message;
-mod sqs_query;
-mod urls;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -43,7 +30,11 @@ use lamina_core::{Error, ErrorKind};
 use lamina_store::{CodeStore, MetadataStore, QueueStore};
 
 pub use error::{ApiError, ApiResult};
-pub use function_url::UrlDirectory;
+pub use lambda::function_url::UrlDirectory;
+use lambda::{
+    aliases, code_location, event_invoke, function_url, functions, invoke, permissions,
+    provisioned, settings, urls,
+};
 
 /// The largest request body accepted: a 50 MiB zip, base64-encoded, as Lambda allows for a
 /// direct upload (`69905067` bytes), plus room for the JSON around it.

@@ -13,7 +13,7 @@ use lamina_store::{Change, Expect};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::functions::{function_not_found, load};
+use crate::lambda::functions::{function_not_found, load};
 use crate::{
     ApiError, ApiResult, ApiState, QueryPairs, SharedState, json, max_items_up_to, parse_body,
     retrying,

@@ -11,7 +11,8 @@ use lamina_core::arn::FunctionRef;
 use lamina_core::invoke::{InvokeRequest, InvokeResponse, ResponsePart};
 use lamina_core::{Error, ErrorKind};
 
-use crate::{ApiResult, ApiState, QueryPairs, RequestId, SharedState, event_stream};
+use super::event_stream;
+use crate::{ApiResult, ApiState, QueryPairs, RequestId, SharedState};
 
 pub use lamina_core::invoke::{MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD};
 /// The largest `X-Amz-Client-Context` (base64) Lambda accepts.

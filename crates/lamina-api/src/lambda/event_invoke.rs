@@ -11,7 +11,7 @@ use lamina_core::event_invoke::{EventInvokeConfig, EventInvokeInput};
 use lamina_store::{Change, Expect};
 use serde_json::{Value, json};
 
-use crate::functions::{function_not_found, load};
+use crate::lambda::functions::{function_not_found, load};
 use crate::{
     ApiResult, ApiState, QueryPairs, SharedState, json, max_items_up_to, parse_body, retrying,
 };

@@ -3,7 +3,7 @@
 //! form-encoded `POST` with `Action=<Operation>` and the members flattened into numbered
 //! parameters (`Attribute.1.Name=…`), answered in XML. This module only translates: a request
 //! becomes the JSON protocol's request shape and a result or error the XML the clients parse;
-//! [`crate::sqs`] serves both protocols with the same code.
+//! [`super`] serves both protocols with the same code.
 
 use std::collections::BTreeMap;
 

@@ -14,7 +14,7 @@ use lamina_store::{Change, Expect};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::functions::load;
+use crate::lambda::functions::load;
 use crate::retrying;
 use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, parse_body};
 

@@ -1,7 +1,7 @@
 //! A message of the SQS API as SQS checks, measures, digests and stores it: the body, its
 //! message attributes (`MessageAttributes`: a name → `{DataType, StringValue | BinaryValue}`)
 //! and its system attributes (`MessageSystemAttributes`: only `AWSTraceHeader`). Pure code: the
-//! request is the JSON protocol's shape, which [`crate::sqs_query`] also produces.
+//! request is the JSON protocol's shape, which [`super::query`] also produces.
 
 use std::collections::BTreeMap;
 

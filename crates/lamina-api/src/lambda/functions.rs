@@ -15,11 +15,9 @@ use lamina_core::{Error, validate};
 use lamina_store::{Change, Expect, StoreError, VersionCursor, version_seq};
 use serde_json::json;
 
+use super::{code_location, render};
 use crate::retrying;
-use crate::{
-    ApiResult, ApiState, QueryPairs, SharedState, code_location, json, max_items, parse_body,
-    render,
-};
+use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, max_items, parse_body};
 
 pub(crate) fn function_not_found(state: &ApiState, name: &str, qualifier: Option<&str>) -> Error {
     let arn = match qualifier {

@@ -1,8 +1,8 @@
 //! The SQS-compatible queue API over Lamina's queue engine, in both protocols SDKs speak to SQS
 //! (signed for service `sqs`): JSON 1.0 (`POST /` with `X-Amz-Target: AmazonSQS.<Operation>`),
 //! which current SDKs use, and the query protocol of older ones (`Action=…` in a form or the
-//! query string, answered in XML; [`crate::sqs_query`] translates). Messages are checked and
-//! digested by [`crate::sqs_message`]. Queue URLs are
+//! query string, answered in XML; [`query`] translates). Messages are checked and
+//! digested by [`message`]. Queue URLs are
 //! `http://<host>/<account>/<name>`; ARNs `arn:aws:sqs:<region>:<account>:<name>`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -14,8 +14,11 @@ use lamina_store::queue::{NewMessage, QueueSettings, Receipt, Received, Redrive}
 use lamina_store::{QueueStore, StoreError, now_ms};
 use serde_json::{Map, Value, json};
 
-use crate::sqs_message::{self, Refusal, attributes_md5, body_md5};
-use crate::{ApiState, sqs_query};
+mod message;
+mod query;
+
+use self::message::{Refusal, attributes_md5, body_md5};
+use crate::ApiState;
 
 /// The largest request taken: a batch of ten messages of 1 MiB at most in all, encoded (JSON
 /// escaping or the query protocol's percent-encoding may triple it), with room for attributes.
@@ -185,7 +188,7 @@ impl SqsError {
             }),
             Protocol::Query => (
                 "text/xml",
-                sqs_query::error(
+                query::error(
                     self.query_code,
                     &self.message,
                     !self.status.is_server_error(),
@@ -236,7 +239,7 @@ fn parse(
                 .chain([body])
                 .flat_map(form_urlencoded::parse)
                 .map(|(k, v)| (k.into_owned(), v.into_owned()));
-            let (action, mut request) = sqs_query::request(params);
+            let (action, mut request) = query::request(params);
             let action = action.ok_or_else(|| {
                 error(
                     "MissingAction",
@@ -315,7 +318,7 @@ pub async fn serve(
         Protocol::Json => ("application/x-amz-json-1.0", result.to_string()),
         Protocol::Query => (
             "text/xml",
-            sqs_query::response(&operation, &result, request_id),
+            query::response(&operation, &result, request_id),
         ),
     };
     let mut response = (StatusCode::OK, body).into_response();
@@ -899,7 +902,7 @@ impl Sqs<'_> {
         Ok(json!({}))
     }
 
-    /// A message of a send, checked as SQS checks it (see [`sqs_message`]) and against the
+    /// A message of a send, checked as SQS checks it (see [`message`]) and against the
     /// queue's limits, with what the answer reports of it.
     fn message(&self, settings: &QueueSettings, entry: &Value) -> SqsResult<Sending> {
         let body = string(entry, "MessageBody")?;
@@ -910,7 +913,7 @@ impl Sqs<'_> {
                 "The request must contain the parameter MessageBody.",
             ));
         }
-        let checked = sqs_message::check(body, entry).map_err(|refusal| match refusal {
+        let checked = message::check(body, entry).map_err(|refusal| match refusal {
             Refusal::InvalidParameterValue(message) => invalid_parameter(message),
             Refusal::InvalidMessageContents(message) => {
                 error("InvalidMessageContents", "InvalidMessageContents", message)
@@ -938,7 +941,7 @@ impl Sqs<'_> {
         Ok(Sending {
             message: NewMessage {
                 body: body.as_bytes().to_vec(),
-                attributes: sqs_message::stored(&checked),
+                attributes: message::stored(&checked),
                 delay,
             },
             size: checked.size,
@@ -1072,7 +1075,7 @@ impl Sqs<'_> {
         ]
         .concat();
         let all = system.iter().any(|n| n == "All");
-        let (stored, system_attributes) = sqs_message::read_stored(&message.attributes);
+        let (stored, system_attributes) = message::read_stored(&message.attributes);
         let mut attributes = Map::new();
         let mut put = |name: &str, value: String| {
             if all || system.iter().any(|n| n == name) {
@@ -1105,7 +1108,7 @@ impl Sqs<'_> {
         let wanted = names("MessageAttributeNames");
         let chosen: Map<String, Value> = stored
             .into_iter()
-            .filter(|(name, _)| sqs_message::chosen(&wanted, name))
+            .filter(|(name, _)| message::chosen(&wanted, name))
             .collect();
         if let Some(md5) = attributes_md5(&chosen) {
             out["MD5OfMessageAttributes"] = json!(md5);

@@ -12,7 +12,7 @@ use lamina_core::policy::{AddPermission, Policy};
 use lamina_store::{Change, Expect};
 use serde_json::json;
 
-use crate::functions::{check_revision, load, resolve_version};
+use crate::lambda::functions::{check_revision, load, resolve_version};
 use crate::retrying;
 use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, parse_body};
 
