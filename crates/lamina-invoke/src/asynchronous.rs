@@ -404,8 +404,7 @@ impl AsyncInvoker {
                     let _ = self.queues.delete(EVENT_QUEUE, &message.receipt).await;
                 }
             }
-            if messages.is_empty()
-                && let Ok(counts) = self.queues.counts(EVENT_QUEUE, now_ms()).await
+            if let Ok(counts) = self.queues.counts(EVENT_QUEUE, now_ms()).await
                 && counts.visible + counts.in_flight + counts.delayed == 0
             {
                 let _ = self.queues.delete_queue(EVENT_QUEUE).await;
@@ -982,6 +981,196 @@ impl Enqueue for AsyncInvoker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lamina_store::{SqliteQueues, SqliteStore};
+    use std::sync::atomic::AtomicU32;
+    use tokio::sync::OwnedSemaphorePermit;
+
+    /// An engine with room for `room` invocations at a time, each taking 10 ms.
+    struct Engine {
+        room: Arc<Semaphore>,
+        running: AtomicU32,
+        most: AtomicU32,
+        ran: Mutex<Vec<String>>,
+    }
+
+    impl Engine {
+        fn new(room: usize) -> Arc<Self> {
+            Arc::new(Self {
+                room: Arc::new(Semaphore::new(room)),
+                running: AtomicU32::new(0),
+                most: AtomicU32::new(0),
+                ran: Mutex::default(),
+            })
+        }
+
+        fn ran(&self) -> Vec<String> {
+            self.ran.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl Invoke for Engine {
+        async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse> {
+            let admission = self.admit(&request.function, None, Duration::ZERO).await?;
+            self.invoke_admitted(request, admission).await
+        }
+
+        async fn resolve(&self, _: &str, _: Option<&str>) -> Result<String> {
+            Ok(LATEST.into())
+        }
+
+        async fn admit(&self, _: &str, _: Option<&str>, patience: Duration) -> Result<Admission> {
+            match tokio::time::timeout(patience, self.room.clone().acquire_owned()).await {
+                Ok(Ok(place)) => Ok(Admission::holding(place)),
+                _ => Err(Error::throttled(
+                    ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
+                )),
+            }
+        }
+
+        async fn invoke_admitted(
+            &self,
+            request: InvokeRequest,
+            admission: Admission,
+        ) -> Result<InvokeResponse> {
+            let place = admission.into_place::<OwnedSemaphorePermit>();
+            assert!(
+                place.is_some(),
+                "every event runs in a place it was admitted to"
+            );
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.ran.lock().unwrap().push(request.request_id);
+            Ok(InvokeResponse {
+                executed_version: LATEST.into(),
+                payload: Bytes::from_static(b"{}"),
+                function_error: None,
+                log_tail: None,
+            })
+        }
+    }
+
+    struct NoBrokers;
+
+    #[async_trait]
+    impl Publish for NoBrokers {
+        async fn redis_stream(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[u8],
+            _: &[(&str, &str)],
+        ) -> std::result::Result<(), String> {
+            Err("no brokers here".into())
+        }
+    }
+
+    async fn start(queues: Arc<dyn QueueStore>, engine: Arc<Engine>) -> Arc<AsyncInvoker> {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let account = Account {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        };
+        let settings = AsyncSettings {
+            max_depth: 1000,
+            concurrency: 10,
+            retry_interval: Duration::from_secs(1),
+        };
+        AsyncInvoker::start(
+            queues,
+            engine,
+            store,
+            Arc::new(NoBrokers),
+            account,
+            settings,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn event(function: &str, id: String) -> InvokeRequest {
+        InvokeRequest {
+            function: function.into(),
+            qualifier: None,
+            payload: Bytes::from_static(b"{}"),
+            request_id: id,
+            client_context: None,
+            tail: false,
+            stream: None,
+        }
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !what() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_run_as_admission_allows_one_at_a_time() {
+        let queues: Arc<dyn QueueStore> = Arc::new(SqliteQueues::in_memory().unwrap());
+        let engine = Engine::new(1);
+        let events = start(queues, engine.clone()).await;
+        for n in 0..10 {
+            events.enqueue(event("f", format!("r{n}"))).await.unwrap();
+        }
+        until(|| engine.ran().len() == 10).await;
+        assert_eq!(engine.most.load(Ordering::SeqCst), 1);
+        let wanted: Vec<String> = (0..10).map(|n| format!("r{n}")).collect();
+        assert_eq!(engine.ran(), wanted, "oldest first");
+        until(|| events.metrics().succeeded == 10).await;
+        let metrics = events.metrics();
+        assert_eq!(
+            (metrics.attempts, metrics.failed),
+            (10, 0),
+            "no event backed off"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_of_an_earlier_servers_single_queue_move_to_their_functions() {
+        let queues: Arc<dyn QueueStore> = Arc::new(SqliteQueues::in_memory().unwrap());
+        queues
+            .create_queue(EVENT_QUEUE, QueueSettings::new(0))
+            .await
+            .unwrap();
+        let envelope = Envelope {
+            function: "f".into(),
+            qualifier: None,
+            request_id: "from-before".into(),
+            accepted_ms: now_ms(),
+            errors: 0,
+            invokes: 0,
+            backoffs: 0,
+            last_error: None,
+            chain: 0,
+        };
+        let message = NewMessage {
+            body: b"{}".to_vec(),
+            attributes: serde_json::to_string(&envelope).unwrap(),
+            delay: Some(0),
+        };
+        queues
+            .send(EVENT_QUEUE, vec![message], now_ms())
+            .await
+            .unwrap();
+        let engine = Engine::new(1);
+        let _events = start(queues.clone(), engine.clone()).await;
+        until(|| engine.ran() == ["from-before"]).await;
+        for _ in 0..200 {
+            if queues.queue(EVENT_QUEUE).await.unwrap().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the earlier servers' queue is still there");
+    }
 
     #[test]
     fn error_messages_come_from_the_error_payload() {

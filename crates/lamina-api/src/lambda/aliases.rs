@@ -10,9 +10,9 @@ use lamina_core::function::{Alias, CreateAlias, UpdateAlias};
 use lamina_store::{Change, Expect};
 use serde_json::json;
 
+use super::render;
 use crate::lambda::functions::{check_revision, function_not_found, load};
 use crate::retrying;
-use super::render;
 use crate::{ApiResult, ApiState, QueryPairs, SharedState, json, max_items, parse_body};
 
 fn alias_not_found(state: &ApiState, function: &str, alias: &str) -> Error {

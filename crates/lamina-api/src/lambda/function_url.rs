@@ -359,7 +359,8 @@ const MAX_PRELUDE: usize = 64 * 1024;
 /// A `RESPONSE_STREAM` URL: the response's head as soon as the function has said what it is,
 /// then its body as the function writes it.
 async fn stream(state: &ApiState, request: InvokeRequest) -> Response {
-    let (_, mut parts, running) = match crate::lambda::invoke::start_streaming(state, request).await {
+    let (_, mut parts, running) = match crate::lambda::invoke::start_streaming(state, request).await
+    {
         Ok(started) => started,
         Err(crate::ApiError::Lambda(err)) => return invoke_failed(&err),
         Err(err) => return err.into_response(),
@@ -431,7 +432,10 @@ async fn stream(state: &ApiState, request: InvokeRequest) -> Response {
         }
     });
     let (parts, ()) = head.into_parts();
-    Response::from_parts(parts, Body::new(crate::lambda::invoke::ChannelBody(receiver)))
+    Response::from_parts(
+        parts,
+        Body::new(crate::lambda::invoke::ChannelBody(receiver)),
+    )
 }
 
 /// The `headers` and `cookies` of a result or a prelude, onto a response.

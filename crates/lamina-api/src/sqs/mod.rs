@@ -316,10 +316,7 @@ pub async fn serve(
     };
     let (content_type, body) = match protocol {
         Protocol::Json => ("application/x-amz-json-1.0", result.to_string()),
-        Protocol::Query => (
-            "text/xml",
-            query::response(&operation, &result, request_id),
-        ),
+        Protocol::Query => ("text/xml", query::response(&operation, &result, request_id)),
     };
     let mut response = (StatusCode::OK, body).into_response();
     response
