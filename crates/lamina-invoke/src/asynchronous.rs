@@ -45,6 +45,14 @@ use tokio::sync::Semaphore;
 /// which is drained into them at start.
 pub const EVENT_QUEUE: &str = "lamina:events";
 
+/// What the events of one leased batch share.
+struct Batch {
+    /// Once one event of a batch waited out its patience, the rest do not wait again.
+    patient: bool,
+    /// The event invoke configuration of each qualifier, read once a batch.
+    configs: HashMap<Option<String>, EventInvokeConfig>,
+}
+
 /// The queue of `function`'s events.
 fn event_queue(function: &str) -> String {
     format!("{EVENT_QUEUE}:{function}")
@@ -299,10 +307,12 @@ impl AsyncInvoker {
                 }
                 continue;
             }
-            // Once one event of a batch waited out its patience, the rest do not wait again.
-            let mut patient = true;
+            let mut batch = Batch {
+                patient: true,
+                configs: HashMap::new(),
+            };
             for message in messages {
-                self.admit_and_start(&queue, message, &mut patient).await;
+                self.admit_and_start(&queue, message, &mut batch).await;
             }
         }
         let mut dispatchers = self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,7 +320,7 @@ impl AsyncInvoker {
     }
 
     /// Waits for the invoker to admit `message`'s invocation, then runs it in the background.
-    async fn admit_and_start(self: &Arc<Self>, queue: &str, message: Received, patient: &mut bool) {
+    async fn admit_and_start(self: &Arc<Self>, queue: &str, message: Received, batch: &mut Batch) {
         if self.stopping() {
             return self.hand_back(queue, &message).await;
         }
@@ -323,10 +333,19 @@ impl AsyncInvoker {
                 return;
             }
         };
-        let config = self.config(&envelope).await;
+        let config = match batch.configs.get(&envelope.qualifier) {
+            Some(config) => config.clone(),
+            None => {
+                let config = self.config(&envelope).await;
+                batch
+                    .configs
+                    .insert(envelope.qualifier.clone(), config.clone());
+                config
+            }
+        };
         let deadline = envelope.accepted_ms + i64::from(config.event_age_s()) * 1000;
         let until_deadline = Duration::from_millis(u64::try_from(deadline - now_ms()).unwrap_or(0));
-        let patience = if *patient {
+        let patience = if batch.patient {
             ADMISSION_PATIENCE.min(until_deadline)
         } else {
             Duration::ZERO
@@ -339,7 +358,7 @@ impl AsyncInvoker {
             }
         };
         if matches!(&admission, Err(err) if matches!(err.kind, ErrorKind::TooManyRequests(_))) {
-            *patient = false;
+            batch.patient = false;
         }
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return self.hand_back(queue, &message).await;
