@@ -14,6 +14,10 @@ use lamina_sandbox::{Cgroup, Sandbox, SandboxSpec, Workload};
 
 use crate::instance::{Host, RUNTIME_API_PORT, SANDBOX_UID, StartError, limits};
 
+/// Sandboxes of each default kind built at start: two, so that a second new function right
+/// after the first still finds one while the pool refills.
+const PREWARMED: usize = 2;
+
 /// Lambda's default `EphemeralStorage`, in MB.
 const DEFAULT_TMP_MB: u32 = 512;
 
@@ -267,11 +271,11 @@ impl SandboxPool {
         });
     }
 
-    /// Builds one sandbox of each kind a function gets by default — each interpreter's
-    /// zygote and the plain kind, with Lambda's default `/tmp` — in the background, so that
-    /// the first cold start after the server starts (even the first on a new data directory,
-    /// whose `/tmp` image this makes) finds one built. The pool tops a kind up to its size
-    /// once the kind is used.
+    /// Builds [`PREWARMED`] sandboxes of each kind a function gets by default — each
+    /// interpreter's zygote and the plain kind, with Lambda's default `/tmp` — in the
+    /// background, so that the first cold starts after the server starts (even on a new data
+    /// directory, whose `/tmp` image this makes) find one built. The pool tops a kind up to
+    /// its size once the kind is used.
     pub fn prewarm(host: &Arc<Host>) {
         if host.sandboxes.size == 0 {
             return;
@@ -295,13 +299,14 @@ impl SandboxPool {
                 if !claimed {
                     continue;
                 }
-                let empty = pool
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&blueprint)
-                    .is_none_or(Vec::is_empty);
-                if empty {
+                let have = || {
+                    pool.ready
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&blueprint)
+                        .map_or(0, Vec::len)
+                };
+                while have() < PREWARMED.min(pool.size) {
                     match build(&host, &blueprint) {
                         Ok(built) => pool
                             .ready
@@ -310,7 +315,10 @@ impl SandboxPool {
                             .entry(blueprint.clone())
                             .or_default()
                             .push(built),
-                        Err(err) => tracing::warn!(%err, "building a sandbox ahead at start"),
+                        Err(err) => {
+                            tracing::warn!(%err, "building a sandbox ahead at start");
+                            break;
+                        }
                     }
                 }
                 pool.filling
