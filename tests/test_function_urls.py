@@ -269,37 +269,12 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
-def test_host_form_under_a_function_url_base(fresh_server):
-    """With --function-url-base naming a domain pointed at the server, URLs are host-addressed.
-    Here the domain is `localhost`, whose subdomains curl resolves to loopback by itself."""
+def cli_url_then_curl(server):
+    """A public URL made with the AWS CLI, then requested with curl exactly as returned.
+    Returns the URL."""
     from test_cli import aws
 
-    port = free_port()
-    fresh_server.extra_env["LAMINA_FUNCTION_URL_BASE"] = f"http://localhost:{port}"
-    fresh_server.start(listen=f"127.0.0.1:{port}")
-    lam = fresh_server.client()
-    name = url_function(lam)
-    created = json.loads(aws(fresh_server, "create-function-url-config", "--function-name", name,
-                             "--auth-type", "NONE").stdout)
-    host = urlsplit(created["FunctionUrl"]).netloc
-    assert host.endswith(f".lambda-url.us-east-1.localhost:{port}") and len(host.split(".")[0]) == 32
-    aws(fresh_server, "add-permission", "--function-name", name, "--statement-id", "url", "--action",
-        "lambda:InvokeFunctionUrl", "--principal", "*", "--function-url-auth-type", "NONE")
-    out = subprocess.run(["curl", "-sS", "-i", created["FunctionUrl"] + "status"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("HTTP/1.1 418"), out.stdout
-    assert "short and stout" in out.stdout
-    out = subprocess.run(["curl", "-sS", created["FunctionUrl"] + "echo"], capture_output=True, text=True, timeout=30)
-    assert json.loads(out.stdout)["requestContext"]["domainName"] == host.split(":")[0]
-
-
-@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
-def test_cli_then_curl(server):
-    from test_cli import aws
-    lam = server.client()
-    name = url_function(lam)
+    name = url_function(server.client())
     created = json.loads(aws(server, "create-function-url-config", "--function-name", name,
                              "--auth-type", "NONE").stdout)
     aws(server, "add-permission", "--function-name", name, "--statement-id", "url", "--action",
@@ -309,3 +284,23 @@ def test_cli_then_curl(server):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("HTTP/1.1 418"), out.stdout
     assert "short and stout" in out.stdout
+    return created["FunctionUrl"]
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_host_form_under_a_function_url_base(fresh_server):
+    """With --function-url-base naming a domain pointed at the server, URLs are host-addressed.
+    Here the domain is `localhost`, whose subdomains curl resolves to loopback by itself."""
+    port = free_port()
+    fresh_server.extra_env["LAMINA_FUNCTION_URL_BASE"] = f"http://localhost:{port}"
+    fresh_server.start(listen=f"127.0.0.1:{port}")
+    url = cli_url_then_curl(fresh_server)
+    host = urlsplit(url).netloc
+    assert host.endswith(f".lambda-url.us-east-1.localhost:{port}") and len(host.split(".")[0]) == 32
+    out = subprocess.run(["curl", "-sS", url + "echo"], capture_output=True, text=True, timeout=30)
+    assert json.loads(out.stdout)["requestContext"]["domainName"] == host.split(":")[0]
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_cli_then_curl(server):
+    assert cli_url_then_curl(server).startswith(server.url + "/_lamina/urls/")

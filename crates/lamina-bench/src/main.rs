@@ -692,14 +692,20 @@ async fn first_cold_start(lamina: &Lamina) -> anyhow::Result<Duration> {
             &zip(&[("index.py", PYTHON_NOOP.as_bytes(), 0o644)])?,
         )
         .await?;
-    let request = lamina.invocation(name, "{}")?;
+    timed_invocation(lamina, name).await
+}
+
+/// One invocation of `function` on a connection of its own, timed as the client sees it; fails
+/// unless the function succeeded.
+async fn timed_invocation(lamina: &Lamina, function: &str) -> anyhow::Result<Duration> {
+    let request = lamina.invocation(function, "{}")?;
     let mut connection = Connection::open(lamina.address).await?;
     let sent = Instant::now();
     let answer = connection.send(&request).await?;
     let took = sent.elapsed();
     if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
         anyhow::bail!(
-            "the first invocation failed: {}",
+            "invoking {function} failed: {}",
             String::from_utf8_lossy(&answer.body)
         );
     }
@@ -719,17 +725,7 @@ async fn cold_start(
         // Let the previous instance's teardown and the pool's refill finish off the measured
         // path.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let request = lamina.invocation(function, "{}")?;
-        let mut connection = Connection::open(lamina.address).await?;
-        let sent = Instant::now();
-        let answer = connection.send(&request).await?;
-        let took = sent.elapsed();
-        if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
-            anyhow::bail!(
-                "cold invoke of {function} failed: {}",
-                String::from_utf8_lossy(&answer.body)
-            );
-        }
+        let took = timed_invocation(lamina, function).await?;
         if generation > 0 {
             measured.push(took);
         }

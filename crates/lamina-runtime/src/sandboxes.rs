@@ -227,48 +227,12 @@ impl SandboxPool {
 
     /// Tops the blueprint's sandboxes up to the pool's size, one at a time, in the background.
     pub(crate) fn replenish(host: &Arc<Host>, blueprint: &Blueprint) {
-        let pool = &host.sandboxes;
-        if pool.size == 0
-            || !pool
-                .filling
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(blueprint.clone())
-        {
+        let size = host.sandboxes.size;
+        if size == 0 {
             return;
         }
         let (host, blueprint) = (host.clone(), blueprint.clone());
-        tokio::task::spawn_blocking(move || {
-            let pool = &host.sandboxes;
-            loop {
-                let have = pool
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&blueprint)
-                    .map_or(0, Vec::len);
-                if have >= pool.size {
-                    break;
-                }
-                match build(&host, &blueprint) {
-                    Ok(built) => pool
-                        .ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(blueprint.clone())
-                        .or_default()
-                        .push(built),
-                    Err(err) => {
-                        tracing::warn!(%err, "building a sandbox for the pool");
-                        break;
-                    }
-                }
-            }
-            pool.filling
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&blueprint);
-        });
+        tokio::task::spawn_blocking(move || fill(&host, &blueprint, size));
     }
 
     /// Builds [`PREWARMED`] sandboxes of each kind a function gets by default — each
@@ -277,7 +241,8 @@ impl SandboxPool {
     /// directory, whose `/tmp` image this makes) find one built. The pool tops a kind up to
     /// its size once the kind is used.
     pub fn prewarm(host: &Arc<Host>) {
-        if host.sandboxes.size == 0 {
+        let size = host.sandboxes.size;
+        if size == 0 {
             return;
         }
         let blueprints: Vec<Blueprint> = std::iter::once(None)
@@ -289,42 +254,8 @@ impl SandboxPool {
             .collect();
         let host = host.clone();
         tokio::task::spawn_blocking(move || {
-            let pool = &host.sandboxes;
             for blueprint in blueprints {
-                let claimed = pool
-                    .filling
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(blueprint.clone());
-                if !claimed {
-                    continue;
-                }
-                let have = || {
-                    pool.ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&blueprint)
-                        .map_or(0, Vec::len)
-                };
-                while have() < PREWARMED.min(pool.size) {
-                    match build(&host, &blueprint) {
-                        Ok(built) => pool
-                            .ready
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .entry(blueprint.clone())
-                            .or_default()
-                            .push(built),
-                        Err(err) => {
-                            tracing::warn!(%err, "building a sandbox ahead at start");
-                            break;
-                        }
-                    }
-                }
-                pool.filling
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&blueprint);
+                fill(&host, &blueprint, PREWARMED.min(size));
             }
         });
     }
@@ -342,4 +273,44 @@ impl SandboxPool {
             built.destroy();
         }
     }
+}
+
+/// Builds sandboxes of `blueprint` one at a time until the pool holds `target` of them, unless
+/// another fill of the blueprint is under way. Blocking.
+fn fill(host: &Host, blueprint: &Blueprint, target: usize) {
+    let pool = &host.sandboxes;
+    let claimed = pool
+        .filling
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(blueprint.clone());
+    if !claimed {
+        return;
+    }
+    let have = || {
+        pool.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(blueprint)
+            .map_or(0, Vec::len)
+    };
+    while have() < target {
+        match build(host, blueprint) {
+            Ok(built) => pool
+                .ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(blueprint.clone())
+                .or_default()
+                .push(built),
+            Err(err) => {
+                tracing::warn!(%err, "building a sandbox ahead");
+                break;
+            }
+        }
+    }
+    pool.filling
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(blueprint);
 }
