@@ -499,6 +499,32 @@ def test_query_requests_may_be_sent_as_get_or_presigned(server, sqs):
     assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body and "expired" in body, body
 
 
+def test_a_presigned_url_covers_no_body_but_its_own(server, sqs):
+    """A URL presigned with UNSIGNED-PAYLOAD (as S3-style presigners make them) lets its holder
+    repeat its request, not send another operation in a body of their own."""
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+    import urllib.parse
+
+    name, url = new_queue(sqs)
+    query = urllib.parse.urlencode({"Action": "GetQueueUrl", "QueueName": name}, quote_via=urllib.parse.quote)
+    request = botocore.awsrequest.AWSRequest(method="POST", url=f"{server.url}/?{query}")
+    botocore.auth.S3SigV4QueryAuth(botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY), "sqs",
+                                   "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    assert "X-Amz-Signature=" in prepared.url
+    status, _, body = _send_raw(prepared)
+    assert status == 200 and f"<QueueUrl>{url}</QueueUrl>" in body, body
+    # The same URL with a body naming another operation is refused, and the queue stays.
+    forged = botocore.awsrequest.AWSRequest(
+        method="POST", url=prepared.url, data=f"Action=DeleteQueue&QueueUrl={urllib.parse.quote(url, safe='')}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"}).prepare()
+    status, _, body = _send_raw(forged)
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, body
+    assert sqs.get_queue_url(QueueName=name)["QueueUrl"] == url
+
+
 def attributes_md5(attributes):
     """SQS's digest of message (or system) attributes, written from its documentation."""
     digest = hashlib.md5()

@@ -302,6 +302,16 @@ pub fn verify(
         _ => {}
     }
 
+    // The JSON protocols name the operation in `X-Amz-Target`: a presigned URL that does not
+    // sign it would let its holder choose another operation.
+    if presigned
+        && headers.contains_key("x-amz-target")
+        && !auth.signed_headers.contains(&"x-amz-target")
+    {
+        return Err(bad_signature(
+            "X-Amz-Target must be among the signed headers of a presigned request.",
+        ));
+    }
     let mut signed: Vec<(&str, &str)> = Vec::with_capacity(auth.signed_headers.len());
     for name in &auth.signed_headers {
         let value = headers
@@ -367,8 +377,9 @@ pub fn verify(
         .build()
         .map_err(|e| incomplete(format!("cannot verify this signature: {e}")))?
         .into();
-    // A presigned URL may have been signed without knowing its body (`UNSIGNED-PAYLOAD`).
-    let bodies: &[SignableBody<'_>] = if presigned {
+    // A presigned URL may have been signed without knowing its body (`UNSIGNED-PAYLOAD`); it
+    // then covers no body at all, or anyone holding it could send one of their own.
+    let bodies: &[SignableBody<'_>] = if presigned && body.is_empty() {
         &[SignableBody::Bytes(body), SignableBody::UnsignedPayload]
     } else {
         &[SignableBody::Bytes(body)]

@@ -37,7 +37,8 @@ use lamina_store::queue::{MAX_BATCH, NewMessage, QueueSettings, Received};
 use lamina_store::{MetadataStore, QueueStore, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use std::time::Instant;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 /// Accepted events are queued in `lamina:events:<function>`, one queue per function; names
 /// with a character no SQS queue name may have, so the queue API can neither see nor touch
@@ -45,8 +46,27 @@ use tokio::sync::Semaphore;
 /// which is drained into them at start.
 pub const EVENT_QUEUE: &str = "lamina:events";
 
+/// A function's entry among the running dispatchers, removed when its dispatcher ends unless
+/// the dispatcher removed it itself.
+struct Registered<'a> {
+    dispatchers: &'a Mutex<HashMap<String, u64>>,
+    function: &'a str,
+    armed: bool,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut dispatchers = self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
+            dispatchers.remove(self.function);
+        }
+    }
+}
+
 /// What the events of one leased batch share.
 struct Batch {
+    /// When the batch was leased: an event that starts long after has its lease renewed.
+    leased: Instant,
     /// Once one event of a batch waited out its patience, the rest do not wait again.
     patient: bool,
     /// The event invoke configuration of each qualifier, read once a batch.
@@ -68,6 +88,8 @@ const IDLE_POLL_MS: i64 = 20_000;
 /// How long the dispatcher holds an event it runs: longer than any invocation may take. A
 /// server that dies holding events releases them at its next start.
 const LEASE_S: u32 = 960;
+/// An event that starts this long after its batch was leased has its lease renewed first.
+const LEASE_RENEWAL: Duration = Duration::from_secs(30);
 /// Backoff after a throttle or a platform error, doubling from the first to the last.
 const BACKOFF_FIRST_S: u32 = 1;
 const BACKOFF_LAST_S: u32 = 300;
@@ -272,6 +294,12 @@ impl AsyncInvoker {
     /// empty or the server stops.
     async fn dispatch(self: Arc<Self>, function: String) {
         let queue = event_queue(&function);
+        // Whatever ends this dispatcher (a stop, a panic) lets the next event start another.
+        let mut registered = Registered {
+            dispatchers: &self.dispatchers,
+            function: &function,
+            armed: true,
+        };
         while !self.stopping() {
             let sends = self.sends_to(&function);
             let received = self
@@ -301,6 +329,7 @@ impl AsyncInvoker {
                         self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
                     // An event sent since this pass began keeps the dispatcher.
                     if dispatchers.get(&function).copied() == sends {
+                        registered.armed = false;
                         dispatchers.remove(&function);
                         return;
                     }
@@ -308,6 +337,7 @@ impl AsyncInvoker {
                 continue;
             }
             let mut batch = Batch {
+                leased: Instant::now(),
                 patient: true,
                 configs: HashMap::new(),
             };
@@ -315,8 +345,7 @@ impl AsyncInvoker {
                 self.admit_and_start(&queue, message, &mut batch).await;
             }
         }
-        let mut dispatchers = self.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
-        dispatchers.remove(&function);
+        drop(registered);
     }
 
     /// Waits for the invoker to admit `message`'s invocation, then runs it in the background.
@@ -351,20 +380,57 @@ impl AsyncInvoker {
             Duration::ZERO
         };
         let mut stop = self.stop_signal.subscribe();
-        let admission = tokio::select! {
-            admission = self.invoker.admit(&envelope.function, envelope.qualifier.as_deref(), patience) => admission,
-            () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
-                return self.hand_back(queue, &message).await;
+        let (admission, slot) = loop {
+            let admission = tokio::select! {
+                admission = self.invoker.admit(&envelope.function, envelope.qualifier.as_deref(), patience) => admission,
+                () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+                    return self.hand_back(queue, &message).await;
+                }
+            };
+            if matches!(&admission, Err(err) if matches!(err.kind, ErrorKind::TooManyRequests(_))) {
+                batch.patient = false;
             }
-        };
-        if matches!(&admission, Err(err) if matches!(err.kind, ErrorKind::TooManyRequests(_))) {
-            batch.patient = false;
-        }
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return self.hand_back(queue, &message).await;
+            // A place among the events running at once; the function's place is not held
+            // while waiting for one, so its synchronous callers are not throttled meanwhile.
+            match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => break (admission, slot),
+                Err(TryAcquireError::Closed) => return self.hand_back(queue, &message).await,
+                Err(TryAcquireError::NoPermits) if admission.is_err() => {
+                    match self.slots.clone().acquire_owned().await {
+                        Ok(slot) => break (admission, slot),
+                        Err(_) => return self.hand_back(queue, &message).await,
+                    }
+                }
+                Err(TryAcquireError::NoPermits) => {
+                    drop(admission);
+                    match self.slots.clone().acquire_owned().await {
+                        Ok(slot) => drop(slot),
+                        Err(_) => return self.hand_back(queue, &message).await,
+                    }
+                }
+            }
         };
         if self.stopping() {
             return self.hand_back(queue, &message).await;
+        }
+        // The batch's lease was taken for one invocation's longest run; one that starts late
+        // gets it again in full, and one whose lease ran out (delivered again meanwhile) is the
+        // other delivery's to run.
+        if batch.leased.elapsed() > LEASE_RENEWAL {
+            match self
+                .queues
+                .change_visibility(queue, &message.receipt, LEASE_S, now_ms())
+                .await
+            {
+                Ok(lamina_store::queue::Receipt::Done) => {}
+                Ok(other) => {
+                    tracing::warn!(?other, message = %message.message_id, "an event's lease ran out before it started");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, message = %message.message_id, "renewing an event's lease");
+                }
+            }
         }
         let this = self.clone();
         let queue = queue.to_owned();
@@ -373,6 +439,14 @@ impl AsyncInvoker {
                 .await;
             drop(slot);
         });
+    }
+
+    /// Counts an event as finished. Saturating: an event run twice (at least once) must not
+    /// wrap the depth and refuse every event after.
+    fn settled(&self) {
+        let _ = self
+            .depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1));
     }
 
     /// Makes a leased event visible again at once: the server stops before running it.
@@ -411,7 +485,13 @@ impl AsyncInvoker {
             };
             for message in &messages {
                 let Ok(envelope) = serde_json::from_str::<Envelope>(&message.attributes) else {
-                    let _ = self.queues.delete(EVENT_QUEUE, &message.receipt).await;
+                    tracing::error!(message = %message.message_id, "an unreadable event; dropping it");
+                    bump(&self.counters.dropped);
+                    if let Ok(lamina_store::queue::Receipt::Done) =
+                        self.queues.delete(EVENT_QUEUE, &message.receipt).await
+                    {
+                        self.settled();
+                    }
                     continue;
                 };
                 let moved = NewMessage {
@@ -504,6 +584,8 @@ impl AsyncInvoker {
         admission: Result<Admission>,
     ) {
         if now_ms() >= deadline {
+            // Its place is not needed for the records' delivery.
+            drop(admission);
             self.fail(
                 queue,
                 &message,
@@ -637,9 +719,7 @@ impl AsyncInvoker {
     /// Deletes a handled event.
     async fn finish(&self, queue: &str, message: &Received) {
         match self.queues.delete(queue, &message.receipt).await {
-            Ok(lamina_store::queue::Receipt::Done) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
-            }
+            Ok(lamina_store::queue::Receipt::Done) => self.settled(),
             Ok(other) => {
                 tracing::warn!(?other, message = %message.message_id, "an event's lease was lost")
             }

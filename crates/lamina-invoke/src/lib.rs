@@ -534,24 +534,33 @@ impl Invoker {
             .is_some_and(|current| Arc::ptr_eq(current, pool))
     }
 
-    /// The provisioned set serving invocations of `qualifier` that were routed to `version`:
-    /// the qualifier's own, or else any of the function's whose version that is — provisioned
-    /// concurrency belongs to the version, so invoking version 1 directly uses what an alias
-    /// of version 1 provisioned, as on Lambda.
+    /// The provisioned sets that may serve an invocation of `qualifier` routed to `version`:
+    /// the qualifier's own first, then every other of the function's whose version that is —
+    /// provisioned concurrency belongs to the version, so invoking version 1 directly uses
+    /// what an alias of version 1 provisioned, as on Lambda.
     fn provisioned_for(
         &self,
         function: &str,
         qualifier: &str,
         version: &Version,
-    ) -> Option<Arc<ProvisionedSet>> {
+    ) -> Vec<Arc<ProvisionedSet>> {
         let sets = read(&self.provisioned);
         let key = PoolKey::of(version);
-        if let Some(set) = sets.get(&(function.to_owned(), qualifier.to_owned())) {
-            return (PoolKey::of(&set.version) == key).then(|| set.clone());
-        }
-        sets.iter()
-            .find(|((f, _), set)| f == function && PoolKey::of(&set.version) == key)
-            .map(|(_, set)| set.clone())
+        let own = (function.to_owned(), qualifier.to_owned());
+        let mut found: Vec<Arc<ProvisionedSet>> = sets
+            .get(&own)
+            .filter(|set| PoolKey::of(&set.version) == key)
+            .cloned()
+            .into_iter()
+            .collect();
+        found.extend(
+            sets.iter()
+                .filter(|(k, set)| {
+                    k.0 == function && **k != own && PoolKey::of(&set.version) == key
+                })
+                .map(|(_, set)| set.clone()),
+        );
+        found
     }
 
     fn instance_config(&self, version: &Version, init_type: InitType) -> InstanceConfig {
@@ -700,6 +709,7 @@ impl Invoker {
 /// An invocation let through the gate: its version, the permit it holds and, when one was free,
 /// a provisioned instance of its qualifier. Dropped unused, it gives both back.
 struct Admitted {
+    invoker: Weak<Invoker>,
     version: Arc<Version>,
     function: Arc<FunctionState>,
     permit: Option<Permit>,
@@ -709,7 +719,11 @@ struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some((instance, set)) = self.provisioned.take() {
-            set.idle.put(instance);
+            match self.invoker.upgrade() {
+                Some(invoker) => invoker.give_back(&set, instance),
+                // The server is stopping: nothing will take the instance again.
+                None => drop(tokio::spawn(instance.destroy())),
+            }
         }
     }
 }
@@ -721,6 +735,14 @@ impl Invoker {
             .ok_or_else(|| Error::service("the server is stopping"))
     }
 
+    /// Returns an unused provisioned instance to its set, or destroys it if the set no longer
+    /// wants it (retired, or shrunk meanwhile).
+    fn give_back(&self, set: &ProvisionedSet, instance: Instance) {
+        if let Some(instance) = set.put(instance, true) {
+            self.retire(&set.function, instance);
+        }
+    }
+
     /// Lets one invocation of `route` through the gate, with a free provisioned instance of
     /// `qualifier` when there is one; or says why it is throttled (uncounted).
     fn try_admit(
@@ -730,27 +752,34 @@ impl Invoker {
     ) -> std::result::Result<Admitted, ThrottleReason> {
         let version = choose(route);
         let function = &route.function;
-        let set = qualifier.and_then(|q| self.provisioned_for(&function.name, q, &version));
-        let provisioned = set.as_ref().and_then(|set| {
+        let sets = qualifier
+            .map(|q| self.provisioned_for(&function.name, q, &version))
+            .unwrap_or_default();
+        let mut provisioned = None;
+        for set in sets {
             let (instance, dead) = set.idle.take();
             for instance in dead {
                 if let Some(instance) = set.put(instance, false) {
                     self.retire(function, instance);
                 }
-                self.fill(set);
+                self.fill(&set);
             }
-            instance
-        });
+            if let Some(instance) = instance {
+                provisioned = Some((instance, set));
+                break;
+            }
+        }
         match self.gate.try_admit(function, provisioned.is_some()) {
             Ok(permit) => Ok(Admitted {
+                invoker: self.this.clone(),
                 version,
                 function: function.clone(),
                 permit: Some(permit),
-                provisioned: provisioned.zip(set),
+                provisioned,
             }),
             Err(reason) => {
-                if let (Some(set), Some(instance)) = (&set, provisioned) {
-                    set.idle.put(instance);
+                if let Some((instance, set)) = provisioned {
+                    self.give_back(&set, instance);
                 }
                 Err(reason)
             }

@@ -372,14 +372,16 @@ impl Instance {
             return (self.exited_outcome(), Timing::default());
         }
         let mut delivered = delivered;
-        // Init lasts from the start of the instance until the runtime takes its first event;
-        // the invocation's duration from then until its answer, so neither counts the other
-        // (nor the assignment of a sandbox built ahead, which is neither).
+        // Init lasts from the start of the instance (taking or building its sandbox, assigning
+        // it, starting the runtime) until the runtime takes its first event; the invocation's
+        // duration from then until its answer, so neither counts the other. An event the
+        // runtime never took (it failed or hung first) lasted from the hand-off.
+        let handed_over = Instant::now();
         let timing = |delivered_at: Option<Instant>| Timing {
             init: delivered_at
                 .filter(|_| cold)
                 .map(|at| at.duration_since(self.started)),
-            duration: delivered_at.map(|at| at.elapsed()).unwrap_or_default(),
+            duration: delivered_at.unwrap_or(handed_over).elapsed(),
         };
         let delivered_at = tokio::select! {
             biased;
@@ -390,10 +392,10 @@ impl Instance {
             }
             at = &mut delivered => match at {
                 Ok(at) => at,
-                Err(_) => return (self.exited_outcome(), Timing::default()),
+                Err(_) => return (self.exited_outcome(), timing(None)),
             },
-            _ = exit.wait_for(Option::is_some) => return (self.exited_outcome(), Timing::default()),
-            _ = tokio::time::sleep(INIT_LIMIT) => return (Outcome::Timeout, Timing::default()),
+            _ = exit.wait_for(Option::is_some) => return (self.exited_outcome(), timing(None)),
+            _ = tokio::time::sleep(INIT_LIMIT) => return (Outcome::Timeout, timing(None)),
         };
         let outcome = self.await_outcome(reply, exit, timeout).await;
         (outcome, timing(Some(delivered_at)))

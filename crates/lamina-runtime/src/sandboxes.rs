@@ -4,7 +4,7 @@
 //! only the assignment: the code mounted, the runtime released or started, the function's own
 //! initialisation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -185,7 +185,8 @@ pub(crate) fn build(host: &Host, blueprint: &Blueprint) -> Result<Built, StartEr
 pub struct SandboxPool {
     size: usize,
     ready: Mutex<HashMap<Blueprint, Vec<Built>>>,
-    filling: Mutex<HashSet<Blueprint>>,
+    /// Blueprints being built, each with the most sandboxes any fill asked for.
+    filling: Mutex<HashMap<Blueprint, usize>>,
 }
 
 impl std::fmt::Debug for SandboxPool {
@@ -275,17 +276,17 @@ impl SandboxPool {
     }
 }
 
-/// Builds sandboxes of `blueprint` one at a time until the pool holds `target` of them, unless
-/// another fill of the blueprint is under way. Blocking.
+/// Builds sandboxes of `blueprint` one at a time until the pool holds `target` of them. If a
+/// fill of the blueprint is under way, that one takes the larger target over instead. Blocking.
 fn fill(host: &Host, blueprint: &Blueprint, target: usize) {
     let pool = &host.sandboxes;
-    let claimed = pool
-        .filling
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(blueprint.clone());
-    if !claimed {
-        return;
+    {
+        let mut filling = pool.filling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wanted) = filling.get_mut(blueprint) {
+            *wanted = (*wanted).max(target);
+            return;
+        }
+        filling.insert(blueprint.clone(), target);
     }
     let have = || {
         pool.ready
@@ -294,7 +295,17 @@ fn fill(host: &Host, blueprint: &Blueprint, target: usize) {
             .get(blueprint)
             .map_or(0, Vec::len)
     };
-    while have() < target {
+    loop {
+        {
+            // Decided under the claim's lock, so that no larger target asked for meanwhile
+            // is lost.
+            let mut filling = pool.filling.lock().unwrap_or_else(|p| p.into_inner());
+            let wanted = filling.get(blueprint).copied().unwrap_or(target);
+            if have() >= wanted {
+                filling.remove(blueprint);
+                return;
+            }
+        }
         match build(host, blueprint) {
             Ok(built) => pool
                 .ready
@@ -305,12 +316,12 @@ fn fill(host: &Host, blueprint: &Blueprint, target: usize) {
                 .push(built),
             Err(err) => {
                 tracing::warn!(%err, "building a sandbox ahead");
-                break;
+                pool.filling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(blueprint);
+                return;
             }
         }
     }
-    pool.filling
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(blueprint);
 }

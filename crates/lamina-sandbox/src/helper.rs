@@ -321,29 +321,65 @@ fn mount_point(source: &Path, target: &Path) -> Result<(), String> {
     }
 }
 
-/// Mounts `program` over the file that `/bin/sh` of the assembled `root` leads to, following
-/// its symlinks inside `root` (never the host's), unless that already is `program`.
+/// Mounts `program` over the file that `/bin/sh` of the assembled `root` leads to, unless that
+/// already is `program`.
 fn replace_sh(root: &Path, program: &Path) -> Result<(), String> {
-    let mut path = inside(root, Path::new("/bin/sh"));
-    for _ in 0..8 {
-        let Ok(link) = fs::read_link(&path) else {
-            break;
-        };
-        path = if link.is_absolute() {
-            inside(root, &link)
-        } else {
-            // `/bin/sh` lies under `root`, so it has a parent.
-            path.parent().unwrap_or(root).join(link)
-        };
-    }
-    if !path.is_file() {
-        return Err(format!("/bin/sh leads to {}, not a file", path.display()));
-    }
+    let target = resolve_in(root, Path::new("/bin/sh"))
+        .ok_or_else(|| "/bin/sh does not lead to a file inside the sandbox".to_owned())?;
     let same = |a: &Path, b: &Path| fs::canonicalize(a).ok() == fs::canonicalize(b).ok();
-    if same(&path, program) {
+    if same(&target, program) {
         return Ok(());
     }
-    bind_read_only(program, &path)
+    bind_read_only(program, &target)
+}
+
+/// The file `path` leads to inside `root`, following every symlink on the way as the sandbox
+/// will see it — an absolute link starts again at `root`, never at the host's `/` — or `None`
+/// if it leads nowhere, out of `root`, or through too many links.
+fn resolve_in(root: &Path, path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut pending: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut resolved = root.to_path_buf();
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            if resolved != root {
+                resolved.pop();
+            }
+            continue;
+        }
+        let next = resolved.join(&name);
+        match fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > 16 {
+                    return None;
+                }
+                let link = fs::read_link(&next).ok()?;
+                if link.is_absolute() {
+                    resolved = root.to_path_buf();
+                }
+                for component in link.components().rev() {
+                    match component {
+                        Component::Normal(part) => pending.push(part.to_owned()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(_) => resolved = next,
+            Err(_) => return None,
+        }
+    }
+    let meta = fs::symlink_metadata(&resolved).ok()?;
+    (meta.is_file() && resolved.starts_with(root)).then_some(resolved)
 }
 
 fn build_root(spec: &SandboxSpec) -> Result<(), String> {
@@ -618,5 +654,37 @@ fn exec_workload(
     match nix::unistd::execve(&program, &argv, &env) {
         Err(err) => format!("exec: {err}"),
         Ok(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn paths_resolve_inside_the_root_whatever_their_links_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        fs::write(root.join("usr/bin/dash"), b"").unwrap();
+        symlink("usr/bin", root.join("bin")).unwrap();
+        symlink("dash", root.join("usr/bin/sh")).unwrap();
+        // Absolute links name the sandbox's paths, not the host's.
+        symlink("/usr/bin", root.join("abs")).unwrap();
+        symlink("/usr/bin/../bin/sh", root.join("usr/bin/round")).unwrap();
+        symlink("../../../../etc/passwd", root.join("usr/bin/out")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        let dash = root.join("usr/bin/dash");
+        assert_eq!(resolve_in(root, Path::new("/bin/sh")), Some(dash.clone()));
+        assert_eq!(resolve_in(root, Path::new("/abs/sh")), Some(dash.clone()));
+        assert_eq!(resolve_in(root, Path::new("/bin/round")), Some(dash));
+        assert_eq!(
+            resolve_in(root, Path::new("/bin/out")),
+            None,
+            "no file there"
+        );
+        assert_eq!(resolve_in(root, Path::new("/loop")), None);
+        assert_eq!(resolve_in(root, Path::new("/bin")), None, "a directory");
     }
 }

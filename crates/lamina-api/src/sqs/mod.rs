@@ -232,6 +232,13 @@ fn parse(
                 .map_err(|e| invalid_parameter(format!("the request is not JSON: {e}")))
         }
         Protocol::Query => {
+            // The body holds parameters only as a form; any other body is no part of the
+            // request (and may not be covered by a presigned URL's signature).
+            let form = headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+            let body: &[u8] = if form { body } else { b"" };
             let params = uri
                 .query()
                 .map(str::as_bytes)
@@ -239,7 +246,11 @@ fn parse(
                 .chain([body])
                 .flat_map(form_urlencoded::parse)
                 .map(|(k, v)| (k.into_owned(), v.into_owned()));
-            let (action, mut request) = query::request(params);
+            let (action, mut request) = query::request(params).map_err(|action| {
+                invalid_parameter(format!(
+                    "The request names more than one Action ({action} among them)."
+                ))
+            })?;
             let action = action.ok_or_else(|| {
                 error(
                     "MissingAction",

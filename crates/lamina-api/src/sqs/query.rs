@@ -129,19 +129,25 @@ impl Tree {
 }
 
 /// A query-protocol request as its operation (`Action`, if given) and the JSON protocol's
-/// request. `Version` and the signature's own parameters are not members.
-pub fn request(params: impl IntoIterator<Item = (String, String)>) -> (Option<String>, Value) {
+/// request. `Version` and the signature's own parameters are not members. A second `Action`
+/// that differs from the first is refused (its value is the error): the operation must be one.
+pub fn request(
+    params: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Option<String>, Value), String> {
     let mut tree = Tree::default();
-    let mut action = None;
+    let mut action: Option<String> = None;
     for (name, value) in params {
         match name.as_str() {
-            "Action" => action = Some(value),
+            "Action" => match &action {
+                Some(first) if *first != value => return Err(value),
+                _ => action = Some(value),
+            },
             "Version" => {}
             _ if name.starts_with("X-Amz-") => {}
             _ => tree.insert(&name, value),
         }
     }
-    (action, Value::Object(tree.structure()))
+    Ok((action, Value::Object(tree.structure())))
 }
 
 fn escape(text: &str, out: &mut String) {
@@ -321,10 +327,19 @@ mod tests {
             ),
         ];
         for (pairs, expected) in cases {
-            let (action, request) = request(params(pairs));
+            let (action, request) = request(params(pairs)).unwrap();
             assert!(action.is_some());
             assert_eq!(&request, expected, "{pairs:?}");
         }
+        let twice = [
+            ("Action", "GetQueueUrl"),
+            ("QueueName", "q"),
+            ("Action", "DeleteQueue"),
+        ];
+        assert_eq!(
+            request(params(&twice)).err().as_deref(),
+            Some("DeleteQueue")
+        );
     }
 
     #[test]
