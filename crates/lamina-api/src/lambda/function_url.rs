@@ -40,7 +40,15 @@ pub struct UrlTarget {
 pub struct UrlDirectory {
     addressing: Addressing,
     region: String,
-    cache: RwLock<HashMap<String, Arc<UrlTarget>>>,
+    cache: RwLock<Cache>,
+}
+
+/// What each URL invokes, and how many commits have dropped entries: a lookup that began
+/// before a commit must not cache what it read.
+#[derive(Default)]
+struct Cache {
+    targets: HashMap<String, Arc<UrlTarget>>,
+    generation: u64,
 }
 
 /// How the URLs the API hands out are written.
@@ -118,10 +126,11 @@ impl UrlDirectory {
 
     /// Forgets what is cached of `function` (after every commit to it).
     pub fn function_changed(&self, function: &str) {
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache
+            .targets
             .retain(|_, target| target.function != function);
+        cache.generation += 1;
     }
 
     async fn target(
@@ -129,14 +138,13 @@ impl UrlDirectory {
         store: &dyn MetadataStore,
         url_id: &str,
     ) -> Result<Option<Arc<UrlTarget>>, Error> {
-        if let Some(target) = self
-            .cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(url_id)
-        {
-            return Ok(Some(target.clone()));
-        }
+        let generation = {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(target) = cache.targets.get(url_id) {
+                return Ok(Some(target.clone()));
+            }
+            cache.generation
+        };
         let store_error = |e: lamina_store::StoreError| Error::service(e.to_string());
         let Some((function, config)) = store.url_by_id(url_id).await.map_err(store_error)? else {
             return Ok(None);
@@ -151,10 +159,11 @@ impl UrlDirectory {
             config,
             public,
         });
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(url_id.to_owned(), target.clone());
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        // A commit since the lookup began may have changed what was read: serve it, keep none.
+        if cache.generation == generation {
+            cache.targets.insert(url_id.to_owned(), target.clone());
+        }
         Ok(Some(target))
     }
 }
