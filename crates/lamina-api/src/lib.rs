@@ -12,6 +12,7 @@ mod lambda;
 mod metrics;
 pub mod sigv4;
 mod sqs;
+mod sts;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -202,6 +203,9 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
             let request = Request::from_parts(parts, body);
             function_url::serve(&state, request, url_id, path, &request_id).await
         }
+        None if sts::addressed_to(&parts) => {
+            sts::serve(&state, Request::from_parts(parts, body), &request_id).await
+        }
         None => match sqs::protocol(&parts.method, &parts.uri, &parts.headers) {
             Some(protocol) => {
                 queue_api(
@@ -236,7 +240,7 @@ async fn queue_api(
     let Ok(body) = axum::body::to_bytes(body, sqs::MAX_REQUEST_BYTES).await else {
         return sqs::too_large().respond(protocol, request_id);
     };
-    if let Err(err) = sigv4::verify(
+    let caller = match sigv4::verify(
         &parts.method,
         &parts.uri,
         &parts.headers,
@@ -245,9 +249,10 @@ async fn queue_api(
         "sqs",
         SystemTime::now(),
     ) {
-        return sqs::SqsError::from(err).respond(protocol, request_id);
-    }
-    sqs::serve(state, protocol, &parts, &body, request_id).await
+        Ok(caller) => caller,
+        Err(err) => return sqs::SqsError::from(err).respond(protocol, request_id),
+    };
+    sqs::serve(state, protocol, &parts, &body, &caller, request_id).await
 }
 
 async fn authenticate(

@@ -12,6 +12,7 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use lamina_core::session::{Session, SessionKey, TokenError};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -19,21 +20,56 @@ use crate::error::ApiError;
 /// How far a request's `X-Amz-Date` may be from the server's clock, as AWS allows.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
-/// The key pairs the server accepts.
+/// The key pairs the server accepts, and the key of the temporary credentials it issues.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
     secrets: HashMap<String, String>,
+    sessions: Option<SessionKey>,
 }
 
 impl Keyring {
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         Self {
             secrets: pairs.into_iter().collect(),
+            sessions: None,
         }
+    }
+
+    /// Accepts, besides the pairs, temporary credentials sealed with `key`.
+    pub fn with_sessions(mut self, key: SessionKey) -> Self {
+        self.sessions = Some(key);
+        self
     }
 
     pub fn secret(&self, access_key_id: &str) -> Option<&str> {
         self.secrets.get(access_key_id).map(String::as_str)
+    }
+}
+
+/// Who signed a request: a key pair of the server's, or temporary credentials of a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub access_key_id: String,
+    /// The role session, for temporary credentials.
+    pub session: Option<Session>,
+}
+
+impl Caller {
+    /// The caller's ARN: the account's root, or the assumed role.
+    pub fn arn(&self, account_id: &str) -> String {
+        match &self.session {
+            Some(session) => session.assumed_role_arn(account_id),
+            None => format!("arn:aws:iam::{account_id}:root"),
+        }
+    }
+
+    /// The caller's unique id (`aws:userid`): the account for its root, `AROA…:<session>`
+    /// for a role session.
+    pub fn user_id(&self, account_id: &str) -> String {
+        match &self.session {
+            Some(session) => session.user_id(),
+            None => account_id.to_owned(),
+        }
     }
 }
 
@@ -96,6 +132,19 @@ pub fn signed_service(uri: &Uri, headers: &HeaderMap) -> Option<String> {
         }
     };
     Some(credential)
+}
+
+/// The query protocol's name for an error of the signature check (AWS's common errors of
+/// query APIs: SQS's older protocol, STS); JSON clients see the exception's name.
+pub fn query_code(exception: &'static str) -> &'static str {
+    match exception {
+        "UnrecognizedClientException" => "InvalidClientTokenId",
+        "InvalidSignatureException" => "SignatureDoesNotMatch",
+        "MissingAuthenticationTokenException" => "MissingAuthenticationToken",
+        "IncompleteSignatureException" => "IncompleteSignature",
+        "ExpiredTokenException" => "ExpiredToken",
+        other => other,
+    }
 }
 
 fn auth_error(exception: &'static str, status: StatusCode, message: impl Into<String>) -> ApiError {
@@ -204,7 +253,7 @@ fn parse_amz_date(value: &str) -> Option<SystemTime> {
     Some(SystemTime::from(at))
 }
 
-/// Verifies the request's signature for `service` and returns the access key id it used. The
+/// Verifies the request's signature for `service` and returns who made it. The
 /// signature is taken from the `Authorization` header or, for a presigned request, from the
 /// query string (`X-Amz-Signature` and its companions), which is then valid for `X-Amz-Expires`.
 pub fn verify(
@@ -215,7 +264,7 @@ pub fn verify(
     keyring: &Keyring,
     service: &str,
     now: SystemTime,
-) -> Result<String, ApiError> {
+) -> Result<Caller, ApiError> {
     let params = query_params(uri);
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
     let presigned = header.is_none() && is_presigned(&params);
@@ -230,13 +279,44 @@ pub fn verify(
             ));
         }
     };
-    let Some(secret) = keyring.secret(auth.access_key_id) else {
-        return Err(auth_error(
+    let token = if presigned {
+        query_param(&params, "X-Amz-Security-Token").map(str::to_owned)
+    } else {
+        headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let unrecognized = || {
+        auth_error(
             "UnrecognizedClientException",
             StatusCode::FORBIDDEN,
             "The security token included in the request is invalid.",
-        ));
+        )
     };
+    let (secret, session) = match keyring.secret(auth.access_key_id) {
+        Some(secret) => (secret.to_owned(), None),
+        None => {
+            let (Some(key), Some(token)) = (&keyring.sessions, &token) else {
+                return Err(unrecognized());
+            };
+            let now_s = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            match key.open(auth.access_key_id, token, now_s) {
+                Ok((session, secret)) => (secret, Some(session)),
+                Err(TokenError::Expired) => {
+                    return Err(auth_error(
+                        "ExpiredTokenException",
+                        StatusCode::FORBIDDEN,
+                        "The security token included in the request is expired",
+                    ));
+                }
+                Err(TokenError::Invalid) => return Err(unrecognized()),
+            }
+        }
+    };
+    let secret = secret.as_str();
     if auth.service != service {
         return Err(bad_signature(format!(
             "Credential should be scoped to correct service: '{service}'."
@@ -328,14 +408,6 @@ pub fn verify(
         .get("host")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let token = if presigned {
-        query_param(&params, "X-Amz-Security-Token").map(str::to_owned)
-    } else {
-        headers
-            .get("x-amz-security-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
     // A presigned request is signed again without its signature's parameters: the signer puts
     // them into the canonical query itself.
     let path_and_query = if presigned {
@@ -400,7 +472,10 @@ pub fn verify(
             .ct_eq(auth.signature.as_bytes())
             .into()
         {
-            return Ok(auth.access_key_id.to_owned());
+            return Ok(Caller {
+                access_key_id: auth.access_key_id.to_owned(),
+                session,
+            });
         }
     }
     Err(bad_signature(
@@ -468,7 +543,9 @@ mod tests {
             verify(&Method::GET, &uri, &headers, b"", &keyring, service, now)
         };
         assert_eq!(
-            check("sqs", signed_at + Duration::from_secs(599)).unwrap(),
+            check("sqs", signed_at + Duration::from_secs(599))
+                .unwrap()
+                .access_key_id,
             "AKID"
         );
         assert!(check("sqs", signed_at + Duration::from_secs(601)).is_err());

@@ -12,6 +12,7 @@ pub mod event_invoke;
 pub mod function;
 pub mod invoke;
 pub mod policy;
+pub mod session;
 pub mod time;
 pub mod url;
 pub mod validate;

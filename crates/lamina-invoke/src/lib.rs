@@ -31,6 +31,7 @@ use lamina_core::invoke::{
     Admission, FunctionMetrics, Invoke, InvokeRequest, InvokeResponse, Metrics, ProvisionedStatus,
     ResponsePart,
 };
+use lamina_core::session::SessionKey;
 use lamina_core::{Error, Result, ThrottleReason};
 use lamina_runtime::{Host, InitType, Instance, InstanceConfig, Invocation, Outcome};
 use lamina_store::{CodeStore, MetadataStore};
@@ -52,6 +53,16 @@ pub struct Settings {
     /// Memory that execution environments may be promised in all, in MB.
     pub memory_budget_mb: u64,
     pub keep_alive: Arc<dyn KeepAlivePolicy>,
+    /// Temporary credentials for each execution environment's role, when the server issues
+    /// them.
+    pub credentials: Option<RoleCredentials>,
+}
+
+/// How execution environments get their role's temporary credentials.
+pub struct RoleCredentials {
+    pub key: SessionKey,
+    /// How long a set stays valid from the start of its environment.
+    pub lifetime: Duration,
 }
 
 /// A resolved qualifier: the primary version and, for a weighted alias, the other one.
@@ -563,6 +574,30 @@ impl Invoker {
         found
     }
 
+    /// Fresh temporary credentials of `version`'s role for a new execution environment, as
+    /// the variables the SDKs read (none when the server issues none).
+    fn role_credentials(&self, version: &Version) -> Vec<(String, String)> {
+        let Some(issuer) = &self.settings.credentials else {
+            return Vec::new();
+        };
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let lifetime_s = i64::try_from(issuer.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        let issued = issuer.key.issue(
+            &version.role,
+            &version.function_name,
+            now_s,
+            lifetime_s,
+            *uuid::Uuid::new_v4().as_bytes(),
+        );
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), issued.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY".into(), issued.secret_access_key),
+            ("AWS_SESSION_TOKEN".into(), issued.session_token),
+        ]
+    }
+
     fn instance_config(&self, version: &Version, init_type: InitType) -> InstanceConfig {
         InstanceConfig {
             function_name: version.function_name.clone(),
@@ -576,6 +611,7 @@ impl Invoker {
                 .clone()
                 .unwrap_or_default()
                 .into_iter()
+                .chain(self.role_credentials(version))
                 .collect(),
             code_dir: self.code.unpacked_dir(&version.code.sha256),
             log_group: version.logging.log_group.clone(),

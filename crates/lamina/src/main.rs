@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lamina_api::{ApiState, sigv4::Keyring};
 use lamina_core::arn::Account;
 use lamina_core::concurrency::ConcurrencyLimits;
+use lamina_core::session::SessionKey;
 use lamina_invoke::asynchronous::{AsyncInvoker, AsyncSettings};
 use lamina_store::{CodeStore, MetadataStore, Observed, QueueStore, SqliteQueues, SqliteStore};
 
@@ -98,6 +99,10 @@ struct ServerArgs {
     /// second retry waits twice as long (Lambda: 60).
     #[arg(long, env = "LAMINA_ASYNC_RETRY_INTERVAL", default_value_t = 60)]
     async_retry_interval: u64,
+    /// Seconds the temporary credentials of a function's role stay valid from the start of
+    /// its execution environment.
+    #[arg(long, env = "LAMINA_CREDENTIALS_LIFETIME", default_value_t = 43_200)]
+    credentials_lifetime: u64,
     /// Log format.
     #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -270,6 +275,8 @@ async fn open_state(
         min_unreserved: args.min_unreserved_concurrency,
     };
     let keep_alive = Duration::from_secs(args.instance_keep_alive);
+    // Seals the temporary credentials of functions' roles.
+    let sessions = SessionKey::new(keys.derive_key(b"lamina role sessions"));
     let settings = lamina_invoke::Settings {
         limits,
         scale_out_per_10s: args.scale_out_rate,
@@ -277,6 +284,10 @@ async fn open_state(
             Some(budget) => budget,
             None => engine::host_memory_mb()?.saturating_sub(1024),
         },
+        credentials: Some(lamina_invoke::RoleCredentials {
+            key: sessions.clone(),
+            lifetime: Duration::from_secs(args.credentials_lifetime.max(1)),
+        }),
         keep_alive: match args.keep_alive_policy {
             KeepAlive::Fixed => Arc::new(lamina_invoke::keep_alive::Fixed(keep_alive)),
             KeepAlive::Hybrid => {
@@ -318,7 +329,8 @@ async fn open_state(
         code,
         account,
         runtimes: engine.runtimes.clone(),
-        keyring: Keyring::new([(keys.access_key_id.clone(), keys.secret_access_key.clone())]),
+        keyring: Keyring::new([(keys.access_key_id.clone(), keys.secret_access_key.clone())])
+            .with_sessions(sessions),
         url_key: keys.derive_key(b"lamina code location"),
         concurrency: limits,
         invoker: engine.invoker.clone(),

@@ -288,7 +288,7 @@ pub async fn serve(
         domain: &domain,
         source_ip: &peer,
         request_id,
-        caller: caller.as_deref(),
+        caller: caller.as_ref(),
         account: &state.account.account_id,
     });
     let request = InvokeRequest {
@@ -489,8 +489,8 @@ struct EventParts<'a> {
     domain: &'a str,
     source_ip: &'a str,
     request_id: &'a str,
-    /// The access key of a SigV4-signed caller (`AuthType: AWS_IAM`).
-    caller: Option<&'a str>,
+    /// The SigV4-signed caller (`AuthType: AWS_IAM`).
+    caller: Option<&'a crate::sigv4::Caller>,
     account: &'a str,
 }
 
@@ -581,16 +581,17 @@ fn event(e: EventParts<'_>) -> Value {
         "time": clf_time,
         "timeEpoch": epoch_ms,
     });
-    if let Some(access_key) = e.caller {
+    if let Some(caller) = e.caller {
+        let user_id = caller.user_id(e.account);
         context["authorizer"] = json!({
             "iam": {
-                "accessKey": access_key,
+                "accessKey": caller.access_key_id,
                 "accountId": e.account,
-                "callerId": e.account,
+                "callerId": user_id,
                 "cognitoIdentity": null,
                 "principalOrgId": null,
-                "userArn": format!("arn:aws:iam::{}:root", e.account),
-                "userId": e.account,
+                "userArn": caller.arn(e.account),
+                "userId": user_id,
             }
         });
     }

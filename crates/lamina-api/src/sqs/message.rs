@@ -251,13 +251,16 @@ pub fn body_md5(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
 }
 
-/// The document the engine keeps for a message: its message attributes by name, and its system
-/// attributes, if any, under [`SYSTEM_KEY`].
-pub fn stored(checked: &Checked) -> String {
+/// The document the engine keeps for a message: its message attributes by name, and under
+/// [`SYSTEM_KEY`] its system attributes, with the `SenderId` of who sent it.
+pub fn stored(checked: &Checked, sender: &str) -> String {
     let mut document = checked.attributes.clone();
-    if !checked.system.is_empty() {
-        document.insert(SYSTEM_KEY.to_owned(), Value::Object(checked.system.clone()));
-    }
+    let mut system = checked.system.clone();
+    system.insert(
+        "SenderId".to_owned(),
+        serde_json::json!({ "DataType": "String", "StringValue": sender }),
+    );
+    document.insert(SYSTEM_KEY.to_owned(), Value::Object(system));
     Value::Object(document).to_string()
 }
 
@@ -396,9 +399,10 @@ mod tests {
             "MessageSystemAttributes": {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1"}},
         });
         let checked = check("b", &request).unwrap();
-        let (attributes, system) = read_stored(&stored(&checked));
+        let (attributes, system) = read_stored(&stored(&checked, "AROAEXAMPLE:f"));
         assert_eq!(attributes, checked.attributes);
         assert_eq!(system["AWSTraceHeader"], "Root=1");
+        assert_eq!(system["SenderId"], "AROAEXAMPLE:f");
         // Documents written before system attributes were kept read as before.
         let (old, none) = read_stored(r#"{"k":{"DataType":"String","StringValue":"v"}}"#);
         assert_eq!((old.len(), none.len()), (1, 0));

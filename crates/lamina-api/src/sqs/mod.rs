@@ -130,18 +130,6 @@ impl From<StoreError> for SqsError {
     }
 }
 
-/// The query protocol's name for an error of the signature check (AWS's common errors of
-/// query APIs); JSON clients see the exception's name.
-fn query_code_of_signature_error(exception: &'static str) -> &'static str {
-    match exception {
-        "UnrecognizedClientException" => "InvalidClientTokenId",
-        "InvalidSignatureException" => "SignatureDoesNotMatch",
-        "MissingAuthenticationTokenException" => "MissingAuthenticationToken",
-        "IncompleteSignatureException" => "IncompleteSignature",
-        other => other,
-    }
-}
-
 impl From<crate::ApiError> for SqsError {
     /// A signature that does not verify, in this protocol's error form.
     fn from(err: crate::ApiError) -> Self {
@@ -152,7 +140,7 @@ impl From<crate::ApiError> for SqsError {
                 message,
             } => SqsError {
                 shape: exception,
-                query_code: query_code_of_signature_error(exception),
+                query_code: crate::sigv4::query_code(exception),
                 status,
                 message,
                 unsigned: true,
@@ -273,6 +261,7 @@ pub async fn serve(
     protocol: Protocol,
     parts: &http::request::Parts,
     body: &[u8],
+    caller: &crate::sigv4::Caller,
     request_id: &str,
 ) -> Response {
     let host = parts
@@ -285,11 +274,13 @@ pub async fn serve(
         Err(err) => return err.respond(protocol, request_id),
     };
     let request = &request;
+    let sender = caller.user_id(&state.account.account_id);
     let api = Sqs {
         queues: state.queues.as_ref(),
         region: &state.account.region,
         account: &state.account.account_id,
         host,
+        sender: &sender,
     };
     let result = match operation.as_str() {
         "CreateQueue" => api.create_queue(request).await,
@@ -341,6 +332,9 @@ struct Sqs<'a> {
     region: &'a str,
     account: &'a str,
     host: &'a str,
+    /// Who signed the request, as `SenderId` names them: the account for its root key,
+    /// `AROA…:<session>` for a function's role.
+    sender: &'a str,
 }
 
 fn missing(member: &str) -> SqsError {
@@ -949,7 +943,7 @@ impl Sqs<'_> {
         Ok(Sending {
             message: NewMessage {
                 body: body.as_bytes().to_vec(),
-                attributes: message::stored(&checked),
+                attributes: message::stored(&checked, self.sender),
                 delay,
             },
             size: checked.size,
