@@ -127,12 +127,15 @@ def test_credentials_expire_and_a_new_environment_gets_fresh_ones(fresh_server):
     with pytest.raises(Exception) as e:
         client(fresh_server, "sts", creds).get_caller_identity()
     assert error_code(e) == "ExpiredToken"
-    # A configuration change means a new execution environment, with new credentials.
-    lam.update_function_configuration(FunctionName=name, MemorySize=256)
-    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    # The environment whose credentials ran out is not used again: the next invocation runs
+    # in a new one, with new credentials.
     fresh = credentials_of(lam, name)
     assert fresh["AWS_ACCESS_KEY_ID"] != creds["AWS_ACCESS_KEY_ID"]
     assert client(fresh_server, "sts", fresh).get_caller_identity()["Arn"].endswith(f"/{name}")
+    # So does a configuration change.
+    lam.update_function_configuration(FunctionName=name, MemorySize=256)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert credentials_of(lam, name)["AWS_ACCESS_KEY_ID"] != fresh["AWS_ACCESS_KEY_ID"]
 
 
 def test_the_cli_asks_sts_who_it_is(server, lam):

@@ -574,6 +574,16 @@ impl Invoker {
         found
     }
 
+    /// Whether `instance`'s role credentials expire within a tenth of their lifetime (at most
+    /// five minutes): it is replaced rather than reused, so a function never runs with
+    /// credentials that run out under it.
+    fn credentials_expiring(&self, instance: &Instance) -> bool {
+        self.settings.credentials.as_ref().is_some_and(|issuer| {
+            let margin = (issuer.lifetime / 10).min(Duration::from_secs(300));
+            instance.age() + margin >= issuer.lifetime
+        })
+    }
+
     /// Fresh temporary credentials of `version`'s role for a new execution environment, as
     /// the variables the SDKs read (none when the server issues none).
     fn role_credentials(&self, version: &Version) -> Vec<(String, String)> {
@@ -627,12 +637,18 @@ impl Invoker {
         pool: &Arc<Pool>,
         request: &InvokeRequest,
     ) -> Result<std::result::Result<Instance, InvokeResponse>> {
-        let (idle, dead) = pool.idle.take();
-        for instance in dead {
-            self.retire(&pool.function, instance);
-        }
-        if let Some(instance) = idle {
-            return Ok(Ok(instance));
+        loop {
+            let (idle, dead) = pool.idle.take();
+            for instance in dead {
+                self.retire(&pool.function, instance);
+            }
+            match idle {
+                Some(instance) if self.credentials_expiring(&instance) => {
+                    self.retire(&pool.function, instance);
+                }
+                Some(instance) => return Ok(Ok(instance)),
+                None => break,
+            }
         }
         let function = &pool.function;
         if !function.may_scale_out() {
@@ -669,7 +685,8 @@ impl Invoker {
 
     /// Where `instance` goes after an invocation that ended with `outcome`.
     fn release(self: &Arc<Self>, home: Home, instance: Instance, outcome: &Outcome) {
-        let reusable = matches!(outcome, Outcome::Success(_) | Outcome::FunctionError(_));
+        let reusable = matches!(outcome, Outcome::Success(_) | Outcome::FunctionError(_))
+            && !self.credentials_expiring(&instance);
         match home {
             Home::Pool(pool) => {
                 if reusable && self.is_current(&pool) {
@@ -801,6 +818,13 @@ impl Invoker {
                 self.fill(&set);
             }
             if let Some(instance) = instance {
+                if self.credentials_expiring(&instance) {
+                    if let Some(instance) = set.put(instance, false) {
+                        self.retire(function, instance);
+                    }
+                    self.fill(&set);
+                    continue;
+                }
                 provisioned = Some((instance, set));
                 break;
             }

@@ -482,6 +482,11 @@ impl Instance {
     }
 
     /// The most memory the instance has used, in MB.
+    /// How long ago the instance was started.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     pub fn max_memory_used_mb(&self) -> u64 {
         self.cgroup
             .memory_peak()
