@@ -557,3 +557,19 @@ def test_a_backlog_drains_after_kill9(fresh_server):
     assert took < 30, f"the rest of the backlog took {took:.1f} s after the restart"
     # One event ran at a time: only the one running at the kill may have run twice.
     assert sum(count - 1 for count in seen.values()) <= 1, seen
+
+
+def test_sigterm_hands_back_events_waiting_for_room_and_runs_none_twice(fresh_server):
+    """Events leased but waiting for their function's only place when the server stops go back
+    to the queue at once: after the restart each runs exactly once."""
+    fresh_server.start()
+    lam, sqs = fresh_server.client(), fresh_server.sqs()
+    name, url = backlog(lam, sqs, reserved=1, total=6, sleep=1)
+    time.sleep(0.5)  # one runs, the rest wait for room
+    assert fresh_server.stop(signal.SIGTERM, timeout=40) == 0, fresh_server.log()
+    fresh_server.start()
+    sqs = fresh_server.sqs()
+    seen = records_by_n(sqs, url, 6, timeout=60)
+    assert all(count == 1 for count in seen.values()), seen
+    counts = start_counts(fresh_server, name)
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts
