@@ -15,7 +15,6 @@ mod sqs;
 mod sts;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -240,15 +239,7 @@ async fn queue_api(
     let Ok(body) = axum::body::to_bytes(body, sqs::MAX_REQUEST_BYTES).await else {
         return sqs::too_large().respond(protocol, request_id);
     };
-    let caller = match sigv4::verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &body,
-        &state.keyring,
-        "sqs",
-        SystemTime::now(),
-    ) {
+    let caller = match sigv4::verify_request(&parts, &body, &state.keyring, "sqs") {
         Ok(caller) => caller,
         Err(err) => return sqs::SqsError::from(err).respond(protocol, request_id),
     };
@@ -272,15 +263,7 @@ async fn authenticate(
             )
         })?;
     if !is_unsigned(parts.uri.path()) {
-        sigv4::verify(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            &body,
-            &state.keyring,
-            "lambda",
-            SystemTime::now(),
-        )?;
+        sigv4::verify_request(&parts, &body, &state.keyring, "lambda")?;
     }
     let path = parts.uri.path();
     if path.len() > 1 && path.ends_with('/') {

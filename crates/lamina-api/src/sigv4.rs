@@ -253,6 +253,24 @@ fn parse_amz_date(value: &str) -> Option<SystemTime> {
     Some(SystemTime::from(at))
 }
 
+/// [`verify`] of a request as received (its head and buffered body), at the server's time.
+pub fn verify_request(
+    parts: &http::request::Parts,
+    body: &[u8],
+    keyring: &Keyring,
+    service: &str,
+) -> Result<Caller, ApiError> {
+    verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+        keyring,
+        service,
+        SystemTime::now(),
+    )
+}
+
 /// Verifies the request's signature for `service` and returns who made it. The
 /// signature is taken from the `Authorization` header or, for a presigned request, from the
 /// query string (`X-Amz-Signature` and its companions), which is then valid for `X-Amz-Expires`.

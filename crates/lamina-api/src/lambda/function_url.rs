@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -255,24 +254,18 @@ pub async fn serve(
         AuthType::None => {
             return refuse(StatusCode::FORBIDDEN, "AccessDeniedException", "Forbidden");
         }
-        AuthType::AwsIam => match crate::sigv4::verify(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            &body,
-            &state.keyring,
-            "lambda",
-            SystemTime::now(),
-        ) {
-            Ok(access_key) => Some(access_key),
-            Err(err) => {
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    "AccessDeniedException",
-                    &err.to_string(),
-                );
+        AuthType::AwsIam => {
+            match crate::sigv4::verify_request(&parts, &body, &state.keyring, "lambda") {
+                Ok(access_key) => Some(access_key),
+                Err(err) => {
+                    return refuse(
+                        StatusCode::FORBIDDEN,
+                        "AccessDeniedException",
+                        &err.to_string(),
+                    );
+                }
             }
-        },
+        }
     };
     let peer = parts
         .extensions

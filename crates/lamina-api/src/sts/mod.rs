@@ -3,8 +3,6 @@
 //! root, or a function's role session with the temporary credentials its execution
 //! environment was given. `front` sends it every request signed for service `sts`.
 
-use std::time::SystemTime;
-
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -31,15 +29,7 @@ pub async fn serve(state: &ApiState, request: Request, request_id: &str) -> Resp
             request_id,
         );
     };
-    let caller = match sigv4::verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &body,
-        &state.keyring,
-        "sts",
-        SystemTime::now(),
-    ) {
+    let caller = match sigv4::verify_request(&parts, &body, &state.keyring, "sts") {
         Ok(caller) => caller,
         Err(crate::ApiError::Auth {
             exception,
