@@ -5,6 +5,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -582,3 +583,38 @@ def test_report_durations_are_never_zero_on_demand(fresh_server):
     lam = fresh_server.start().client()
     for _ in range(2):
         check_cold_then_warm(lam, create(lam)["FunctionName"])
+
+
+SDK_PROBE = """
+import boto3, botocore
+def handler(event, context):
+    sqs = boto3.client("sqs", region_name="us-east-1")  # made offline, as at a module's top
+    return {"boto3": boto3.__version__, "botocore": botocore.__version__, "file": boto3.__file__,
+            "client": type(sqs).__name__}
+"""
+
+
+def sdk_installed():
+    """The runtimes' boto3, installed as scripts/test (and a server, in the background) does."""
+    from conftest import lamina_binary
+    out = subprocess.run([lamina_binary(), "install-sdk"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+
+
+def test_python_functions_import_boto3_without_bundling_it(lam):
+    sdk_installed()
+    name = create(lam, Code={"ZipFile": make_zip({"index.py": SDK_PROBE})})["FunctionName"]
+    response, out = invoke(lam, name)
+    assert "FunctionError" not in response, out
+    assert (out["boto3"], out["botocore"], out["client"]) == ("1.44.5", "1.44.5", "SQS")
+    assert out["file"].startswith("/var/runtime/sdk/python/")
+
+
+def test_a_function_that_bundles_boto3_gets_its_own(lam):
+    sdk_installed()
+    files = {"index.py": SDK_PROBE.replace('sqs = boto3.client("sqs", region_name="us-east-1")', "sqs = 0"),
+             "boto3/__init__.py": "__version__ = 'bundled'\n"}
+    response, out = invoke(lam, create(lam, Code={"ZipFile": make_zip(files)})["FunctionName"])
+    assert "FunctionError" not in response, out
+    assert (out["boto3"], out["botocore"]) == ("bundled", "1.44.5")
+    assert out["file"] == "/var/task/boto3/__init__.py"

@@ -161,7 +161,9 @@ def await_assignment():
 def main():
     extra_paths = await_assignment() if "_LAMINA_ASSIGNMENT_FD" in os.environ else []
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
-    sys.path[:0] = [task_root, "/opt/python", *extra_paths]
+    # The SDK the runtime carries (boto3, botocore) comes after the function's own code and
+    # layers, as on Lambda: a function that bundles its own copy gets its own.
+    sys.path[:0] = [task_root, "/opt/python", *extra_paths, "/var/runtime/sdk/python"]
     api = RuntimeApi(API)
     handler, failure = load_handler(os.environ["_HANDLER"])
     if failure:

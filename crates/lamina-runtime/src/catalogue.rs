@@ -26,6 +26,8 @@ pub struct Catalogue {
     pub runtime_dir: PathBuf,
     /// The host's bash, which sandboxes run as `/bin/sh` (as Lambda's images do).
     pub bash: Option<PathBuf>,
+    /// The SDK directory (see [`crate::sdk`]), mounted at `/var/runtime/sdk`.
+    pub sdk_dir: Option<PathBuf>,
 }
 
 impl Catalogue {
@@ -74,7 +76,27 @@ impl Catalogue {
                 .into_iter()
                 .map(PathBuf::from)
                 .find(|path| path.is_file()),
+            sdk_dir: None,
         })
+    }
+
+    /// Sandboxes mount `sdk_dir` (made if missing) at `/var/runtime/sdk`.
+    pub fn with_sdk_dir(mut self, sdk_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(crate::sdk::python_dir(sdk_dir))?;
+        std::fs::create_dir_all(self.runtime_dir.join("sdk"))?;
+        self.sdk_dir = Some(sdk_dir.to_owned());
+        Ok(self)
+    }
+
+    /// A Python interpreter of the host, to install the Python SDK with.
+    pub fn python(&self) -> Option<PathBuf> {
+        self.zygotes()
+            .map(|(program, _)| PathBuf::from(program))
+            .find(|program| {
+                program
+                    .file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("python3"))
+            })
     }
 
     pub fn launch(&self, runtime: &str) -> Option<&Launch> {

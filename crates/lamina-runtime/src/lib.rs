@@ -11,6 +11,7 @@ mod instance;
 pub mod logs;
 mod runtime_api;
 pub mod sandboxes;
+pub mod sdk;
 
 pub use catalogue::Catalogue;
 pub use instance::{Host, InitType, Instance, InstanceConfig, StartError, Timing};

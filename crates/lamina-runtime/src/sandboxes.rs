@@ -126,6 +126,7 @@ pub(crate) fn build(host: &Host, blueprint: &Blueprint) -> Result<Built, StartEr
             .map(PathBuf::from)
             .to_vec(),
             runtime: Some(host.catalogue.runtime_dir.clone()),
+            runtime_sdk: host.catalogue.sdk_dir.clone(),
             tmp: device.path.clone(),
             hostname: format!("sandbox-{}", &id[..12]),
             uid: SANDBOX_UID,

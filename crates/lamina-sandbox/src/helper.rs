@@ -461,6 +461,9 @@ fn build_root(spec: &SandboxSpec) -> Result<(), String> {
         fs::create_dir_all(&target).map_err(|e| e.to_string())?;
         bind_read_only(runtime, &target)?;
     }
+    if let Some(sdk) = &spec.runtime_sdk {
+        bind_read_only(sdk, &root.join("var/runtime/sdk"))?;
+    }
 
     let tmp = root.join("tmp");
     fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;

@@ -79,6 +79,9 @@ pub struct SandboxSpec {
     pub etc_files: Vec<PathBuf>,
     /// Mounted read-only at `/var/runtime` (the platform's runtime bootstraps), when given.
     pub runtime: Option<PathBuf>,
+    /// Mounted read-only at `/var/runtime/sdk` (the SDKs the runtimes carry), when given; the
+    /// directory `sdk` must exist under `runtime`.
+    pub runtime_sdk: Option<PathBuf>,
     /// Mounted read-write at `/tmp`: a loop device holding an ext4 image (see [`tmpfs`]: on
     /// disk, of a fixed size), or else a host directory (on disk, without a size limit).
     pub tmp: PathBuf,

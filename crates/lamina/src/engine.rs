@@ -43,6 +43,38 @@ impl Invoke for Unavailable {
     }
 }
 
+/// How the host's sandboxes are kept.
+pub struct HostOptions {
+    /// Sandboxes built ahead per kind in use.
+    pub sandbox_pool: usize,
+    pub log_retention: Option<Duration>,
+    /// The SDK directory the runtimes' AWS SDKs are installed in, shared by the servers.
+    pub sdk_dir: std::path::PathBuf,
+}
+
+/// Installs the Python runtimes' boto3 in the background when it is missing: functions that
+/// import it without bundling it can, once it is there.
+fn install_sdk(catalogue: &Catalogue, sdk_dir: &Path) {
+    if lamina_runtime::sdk::python_installed(sdk_dir) {
+        return;
+    }
+    let Some(python) = catalogue.python() else {
+        return;
+    };
+    let sdk_dir = sdk_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        tracing::info!(
+            dir = %sdk_dir.display(),
+            version = lamina_runtime::sdk::BOTO3_VERSION,
+            "installing boto3 for the Python runtimes"
+        );
+        match lamina_runtime::sdk::install_python(&sdk_dir, &python) {
+            Ok(_) => tracing::info!("boto3 is installed for the Python runtimes"),
+            Err(err) => tracing::warn!(%err, "could not install boto3 for the Python runtimes"),
+        }
+    });
+}
+
 impl Engine {
     pub async fn start(
         data_dir: &Path,
@@ -50,11 +82,17 @@ impl Engine {
         code: CodeStore,
         account: Account,
         settings: Settings,
-        sandbox_pool: usize,
-        log_retention: Option<Duration>,
+        options: HostOptions,
     ) -> anyhow::Result<Self> {
-        let catalogue =
-            Catalogue::install(&data_dir.join("runtime")).context("installing the runtimes")?;
+        let HostOptions {
+            sandbox_pool,
+            log_retention,
+            sdk_dir,
+        } = options;
+        let catalogue = Catalogue::install(&data_dir.join("runtime"))
+            .and_then(|catalogue| catalogue.with_sdk_dir(&sdk_dir))
+            .context("installing the runtimes")?;
+        install_sdk(&catalogue, &sdk_dir);
         let runtimes = catalogue.runtimes();
         let host = match host(data_dir, catalogue, sandbox_pool) {
             Ok(host) => host,

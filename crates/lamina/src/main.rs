@@ -34,6 +34,13 @@ struct Cli {
 enum Command {
     /// Serve the Lambda API (and everything else) on one address.
     Server(Box<ServerArgs>),
+    /// Install the AWS SDK the Python runtimes carry (boto3), as the server does in the
+    /// background when it is missing; here it waits until it is done.
+    InstallSdk {
+        /// The SDK directory [default: $XDG_CACHE_HOME/lamina/sdk or ~/.cache/lamina/sdk].
+        #[arg(long, env = "LAMINA_SDK_DIR")]
+        sdk_dir: Option<PathBuf>,
+    },
     /// Internal: builds one sandbox; started by the server, never by hand.
     #[command(hide = true)]
     SandboxHelper,
@@ -103,6 +110,10 @@ struct ServerArgs {
     /// its execution environment.
     #[arg(long, env = "LAMINA_CREDENTIALS_LIFETIME", default_value_t = 43_200)]
     credentials_lifetime: u64,
+    /// Where the AWS SDKs the runtimes carry are installed, shared by every server on the
+    /// machine [default: $XDG_CACHE_HOME/lamina/sdk or ~/.cache/lamina/sdk].
+    #[arg(long, env = "LAMINA_SDK_DIR")]
+    sdk_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "LAMINA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -133,6 +144,27 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         // Before anything else: the helper must stay single-threaded.
         Command::SandboxHelper => lamina_sandbox::helper_main(),
+        Command::InstallSdk { sdk_dir } => {
+            let dir = sdk_dir.unwrap_or_else(lamina_runtime::sdk::default_dir);
+            let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .unwrap_or_else(|| PathBuf::from("python3"));
+            let installed = lamina_runtime::sdk::install_python(&dir, &python)
+                .with_context(|| format!("installing boto3 into {}", dir.display()))?;
+            let what = if installed {
+                "installed"
+            } else {
+                "already there"
+            };
+            println!(
+                "boto3 {} {what}: {}",
+                lamina_runtime::sdk::BOTO3_VERSION,
+                lamina_runtime::sdk::python_dir(&dir).display()
+            );
+            Ok(())
+        }
         Command::Server(args) => {
             init_logging(args.log_format);
             tokio::runtime::Builder::new_multi_thread()
@@ -301,9 +333,15 @@ async fn open_state(
         code.clone(),
         account.clone(),
         settings,
-        args.sandbox_pool,
-        (args.log_retention_days > 0)
-            .then(|| Duration::from_secs(args.log_retention_days * 86_400)),
+        engine::HostOptions {
+            sandbox_pool: args.sandbox_pool,
+            log_retention: (args.log_retention_days > 0)
+                .then(|| Duration::from_secs(args.log_retention_days * 86_400)),
+            sdk_dir: args
+                .sdk_dir
+                .clone()
+                .unwrap_or_else(lamina_runtime::sdk::default_dir),
+        },
     )
     .await?;
     let queues: Arc<dyn QueueStore> = Arc::new(

@@ -81,6 +81,7 @@ impl Probe {
                 .map(PathBuf::from)
                 .to_vec(),
             runtime: None,
+            runtime_sdk: None,
             sh: Some(PathBuf::from("/usr/bin/bash")),
             tmp: self.tmp.clone(),
             hostname: "sandbox".into(),
