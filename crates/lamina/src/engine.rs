@@ -89,10 +89,19 @@ impl Engine {
             log_retention,
             sdk_dir,
         } = options;
-        let catalogue = Catalogue::install(&data_dir.join("runtime"))
-            .and_then(|catalogue| catalogue.with_sdk_dir(&sdk_dir))
-            .context("installing the runtimes")?;
-        install_sdk(&catalogue, &sdk_dir);
+        let catalogue =
+            Catalogue::install(&data_dir.join("runtime")).context("installing the runtimes")?;
+        // Without a usable SDK directory functions still run, only without the SDK.
+        let catalogue = match catalogue.clone().with_sdk_dir(&sdk_dir) {
+            Ok(with_sdk) => {
+                install_sdk(&with_sdk, &sdk_dir);
+                with_sdk
+            }
+            Err(err) => {
+                tracing::warn!(%err, dir = %sdk_dir.display(), "no SDK directory; the runtimes carry no AWS SDK");
+                catalogue
+            }
+        };
         let runtimes = catalogue.runtimes();
         let host = match host(data_dir, catalogue, sandbox_pool) {
             Ok(host) => host,
