@@ -240,6 +240,21 @@ def test_a_reservation_pays_for_provisioned_concurrency_first(lam):
     assert wait_for(served, 10)
 
 
+def test_a_version_uses_what_every_alias_on_it_provisioned(lam):
+    """Two aliases on version 1 with one provisioned instance each, reserved 2: two invocations
+    of the version at once both run on provisioned instances (nothing is left on demand)."""
+    name = probe(lam)
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
+    for alias in ("a", "b"):
+        lam.create_alias(FunctionName=name, Name=alias, FunctionVersion=version)
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=alias, ProvisionedConcurrentExecutions=1)
+    for alias in ("a", "b"):
+        assert wait_status(lam, name, alias, "READY")["Status"] == "READY"
+    results = in_parallel(2, lambda _: invoke(lam, name, {"sleep": 1}, Qualifier=version)[1])
+    assert [r["init"] for r in results] == ["provisioned-concurrency"] * 2, results
+
+
 def test_provisioned_concurrency_requests_are_validated(lam):
     name = probe(lam)
     version = lam.publish_version(FunctionName=name)["Version"]

@@ -191,15 +191,26 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, ApiError> {
              parameters. Authorization={header}"
         )));
     };
-    let (access_key_id, date, region, service) = parse_credential(credential)?;
-    Ok(Authorization {
-        access_key_id,
-        date,
-        region,
-        service,
-        signed_headers: signed_headers.split(';').collect(),
-        signature,
-    })
+    Authorization::of(credential, signed_headers, signature)
+}
+
+impl<'a> Authorization<'a> {
+    /// A signature's claims from its three parts, wherever they were carried.
+    fn of(
+        credential: &'a str,
+        signed_headers: &'a str,
+        signature: &'a str,
+    ) -> Result<Self, ApiError> {
+        let (access_key_id, date, region, service) = parse_credential(credential)?;
+        Ok(Self {
+            access_key_id,
+            date,
+            region,
+            service,
+            signed_headers: signed_headers.split(';').collect(),
+            signature,
+        })
+    }
 }
 
 /// A credential scope: `<access key id>/<date>/<region>/<service>/aws4_request`.
@@ -234,15 +245,7 @@ fn parse_query_authorization(params: &[(String, String)]) -> Result<Authorizatio
         query_param(params, "X-Amz-SignedHeaders").ok_or_else(|| missing("X-Amz-SignedHeaders"))?;
     let signature =
         query_param(params, "X-Amz-Signature").ok_or_else(|| missing("X-Amz-Signature"))?;
-    let (access_key_id, date, region, service) = parse_credential(credential)?;
-    Ok(Authorization {
-        access_key_id,
-        date,
-        region,
-        service,
-        signed_headers: signed_headers.split(';').collect(),
-        signature,
-    })
+    Authorization::of(credential, signed_headers, signature)
 }
 
 fn parse_amz_date(value: &str) -> Option<SystemTime> {

@@ -545,33 +545,62 @@ impl Invoker {
             .is_some_and(|current| Arc::ptr_eq(current, pool))
     }
 
-    /// The provisioned sets that may serve an invocation of `qualifier` routed to `version`:
-    /// the qualifier's own first, then every other of the function's whose version that is —
-    /// provisioned concurrency belongs to the version, so invoking version 1 directly uses
-    /// what an alias of version 1 provisioned, as on Lambda.
-    fn provisioned_for(
-        &self,
-        function: &str,
+    /// A free provisioned instance for an invocation of `qualifier` routed to `version`, and
+    /// its set: from the qualifier's own set first, else from any other of the function's
+    /// whose version that is — provisioned concurrency belongs to the version, so invoking
+    /// version 1 directly uses what an alias of version 1 provisioned, as on Lambda. Lost
+    /// instances found on the way are replaced, and ones whose credentials are expiring too.
+    fn idle_provisioned(
+        self: &Arc<Self>,
+        function: &Arc<FunctionState>,
         qualifier: &str,
         version: &Version,
-    ) -> Vec<Arc<ProvisionedSet>> {
-        let sets = read(&self.provisioned);
+    ) -> Option<(Instance, Arc<ProvisionedSet>)> {
         let key = PoolKey::of(version);
-        let own = (function.to_owned(), qualifier.to_owned());
-        let mut found: Vec<Arc<ProvisionedSet>> = sets
-            .get(&own)
-            .filter(|set| PoolKey::of(&set.version) == key)
-            .cloned()
-            .into_iter()
+        let take = |set: &Arc<ProvisionedSet>| -> Option<Instance> {
+            let (instance, dead) = set.idle.take();
+            for instance in dead {
+                if let Some(instance) = set.put(instance, false) {
+                    self.retire(function, instance);
+                }
+                self.fill(set);
+            }
+            let instance = instance?;
+            if self.credentials_expiring(&instance) {
+                if let Some(instance) = set.put(instance, false) {
+                    self.retire(function, instance);
+                }
+                self.fill(set);
+                return None;
+            }
+            Some(instance)
+        };
+        let own = (function.name.clone(), qualifier.to_owned());
+        // The sets are cloned out of the map's lock: taking may retire and refill.
+        let mine = {
+            let sets = read(&self.provisioned);
+            if sets.is_empty() {
+                return None;
+            }
+            sets.get(&own)
+                .filter(|set| PoolKey::of(&set.version) == key)
+                .cloned()
+        };
+        if let Some(set) = mine
+            && let Some(instance) = take(&set)
+        {
+            return Some((instance, set));
+        }
+        let others: Vec<Arc<ProvisionedSet>> = read(&self.provisioned)
+            .iter()
+            .filter(|(k, set)| {
+                k.0 == function.name && **k != own && PoolKey::of(&set.version) == key
+            })
+            .map(|(_, set)| set.clone())
             .collect();
-        found.extend(
-            sets.iter()
-                .filter(|(k, set)| {
-                    k.0 == function && **k != own && PoolKey::of(&set.version) == key
-                })
-                .map(|(_, set)| set.clone()),
-        );
-        found
+        others
+            .into_iter()
+            .find_map(|set| take(&set).map(|instance| (instance, set)))
     }
 
     /// Whether `instance`'s role credentials expire within a tenth of their lifetime (at most
@@ -805,30 +834,7 @@ impl Invoker {
     ) -> std::result::Result<Admitted, ThrottleReason> {
         let version = choose(route);
         let function = &route.function;
-        let sets = qualifier
-            .map(|q| self.provisioned_for(&function.name, q, &version))
-            .unwrap_or_default();
-        let mut provisioned = None;
-        for set in sets {
-            let (instance, dead) = set.idle.take();
-            for instance in dead {
-                if let Some(instance) = set.put(instance, false) {
-                    self.retire(function, instance);
-                }
-                self.fill(&set);
-            }
-            if let Some(instance) = instance {
-                if self.credentials_expiring(&instance) {
-                    if let Some(instance) = set.put(instance, false) {
-                        self.retire(function, instance);
-                    }
-                    self.fill(&set);
-                    continue;
-                }
-                provisioned = Some((instance, set));
-                break;
-            }
-        }
+        let provisioned = qualifier.and_then(|q| self.idle_provisioned(function, q, &version));
         match self.gate.try_admit(function, provisioned.is_some()) {
             Ok(permit) => Ok(Admitted {
                 invoker: self.this.clone(),
